@@ -1,0 +1,1 @@
+//! voicegate gateway library.

@@ -1,0 +1,190 @@
+//! Sample-rate conversion with rubato: decoded audio to the 16 kHz STT rate, and
+//! TTS audio to the codec rate.
+//!
+//! [`Resampler`] works on fixed 20 ms chunks with buffers allocated at
+//! construction (rubato's `FftFixedInOut`, which is exact for the integer ratios
+//! used here and cheap for small chunks); equal rates pass through.
+
+use rubato::{FftFixedInOut, Resampler as _};
+
+use crate::MediaError;
+
+/// A streaming mono resampler over fixed-size chunks.
+pub struct Resampler {
+    inner: Option<FftFixedInOut<f32>>,
+    input: Vec<Vec<f32>>,
+    output: Vec<Vec<f32>>,
+    chunk_in: usize,
+    chunk_out: usize,
+}
+
+impl std::fmt::Debug for Resampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resampler")
+            .field("chunk_in", &self.chunk_in)
+            .field("chunk_out", &self.chunk_out)
+            .finish()
+    }
+}
+
+impl Resampler {
+    /// A resampler taking chunks of `from_hz / 50` samples (20 ms) and producing
+    /// `to_hz / 50`.
+    pub fn new_20ms(from_hz: u32, to_hz: u32) -> Result<Self, MediaError> {
+        if from_hz % 50 != 0 || to_hz % 50 != 0 || from_hz == 0 || to_hz == 0 {
+            return Err(MediaError::Unsupported("sample rate must be a multiple of 50 Hz"));
+        }
+        let chunk_in = (from_hz / 50) as usize;
+        let chunk_out = (to_hz / 50) as usize;
+        if from_hz == to_hz {
+            return Ok(Self {
+                inner: None,
+                input: Vec::new(),
+                output: Vec::new(),
+                chunk_in,
+                chunk_out,
+            });
+        }
+        let inner = FftFixedInOut::<f32>::new(from_hz as usize, to_hz as usize, chunk_in, 1)
+            .map_err(|_| MediaError::Resample("cannot build resampler"))?;
+        if inner.input_frames_next() != chunk_in || inner.output_frames_next() != chunk_out {
+            return Err(MediaError::Resample("rates do not give whole 20 ms chunks"));
+        }
+        Ok(Self {
+            inner: Some(inner),
+            input: vec![vec![0.0; chunk_in]],
+            output: vec![vec![0.0; chunk_out]],
+            chunk_in,
+            chunk_out,
+        })
+    }
+
+    /// Input samples per chunk.
+    pub fn chunk_in(&self) -> usize {
+        self.chunk_in
+    }
+
+    /// Output samples per chunk.
+    pub fn chunk_out(&self) -> usize {
+        self.chunk_out
+    }
+
+    /// Converts exactly one chunk; returns the number of samples written to `out`.
+    pub fn process(&mut self, input: &[i16], out: &mut [i16]) -> Result<usize, MediaError> {
+        if input.len() != self.chunk_in {
+            return Err(MediaError::BufferTooSmall {
+                needed: self.chunk_in,
+                have: input.len(),
+            });
+        }
+        if out.len() < self.chunk_out {
+            return Err(MediaError::BufferTooSmall {
+                needed: self.chunk_out,
+                have: out.len(),
+            });
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            out[..input.len()].copy_from_slice(input);
+            return Ok(input.len());
+        };
+        const SCALE: f32 = 1.0 / 32768.0;
+        for (d, s) in self.input[0].iter_mut().zip(input) {
+            *d = *s as f32 * SCALE;
+        }
+        let (_, produced) = inner
+            .process_into_buffer(&self.input, &mut self.output, None)
+            .map_err(|_| MediaError::Resample("process failed"))?;
+        for (d, s) in out.iter_mut().zip(&self.output[0][..produced]) {
+            *d = (s * 32768.0).clamp(-32768.0, 32767.0) as i16;
+        }
+        Ok(produced)
+    }
+}
+
+/// Converts a whole buffer at once (allocates; for set-up work such as loading a
+/// background track, never on the 20 ms path). The output is delay-compensated.
+pub fn resample_all(input: &[i16], from_hz: u32, to_hz: u32) -> Result<Vec<i16>, MediaError> {
+    if from_hz == to_hz {
+        return Ok(input.to_vec());
+    }
+    let mut r = Resampler::new_20ms(from_hz, to_hz)?;
+    let expected = (input.len() as u64 * to_hz as u64 / from_hz as u64) as usize;
+    let mut out = Vec::with_capacity(expected + 2 * r.chunk_out);
+    let mut chunk = vec![0i16; r.chunk_in];
+    let mut frame = vec![0i16; r.chunk_out];
+    let mut pos = 0;
+    // Feed the input plus one chunk of zeros to flush the resampler's delay.
+    while pos < input.len() + 2 * r.chunk_in {
+        chunk.fill(0);
+        if pos < input.len() {
+            let n = (input.len() - pos).min(r.chunk_in);
+            chunk[..n].copy_from_slice(&input[pos..pos + n]);
+        }
+        let n = r.process(&chunk, &mut frame)?;
+        out.extend_from_slice(&frame[..n]);
+        pos += r.chunk_in;
+    }
+    // FftFixedInOut delays by one output chunk.
+    let delay = r.chunk_out.min(out.len());
+    out.drain(..delay);
+    out.truncate(expected);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(rate: u32, freq: f32, n: usize) -> Vec<i16> {
+        (0..n)
+            .map(|i| (10000.0 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()) as i16)
+            .collect()
+    }
+
+    fn power_at(x: &[i16], rate: u32, freq: f32) -> f32 {
+        let (mut re, mut im) = (0f32, 0f32);
+        for (i, s) in x.iter().enumerate() {
+            let w = 2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32;
+            re += *s as f32 * w.cos();
+            im += *s as f32 * w.sin();
+        }
+        (re * re + im * im).sqrt() / x.len() as f32
+    }
+
+    #[test]
+    fn upsample_8k_to_16k_keeps_tone() {
+        let mut r = Resampler::new_20ms(8000, 16000).unwrap();
+        assert_eq!((r.chunk_in(), r.chunk_out()), (160, 320));
+        let input = tone(8000, 1000.0, 1600);
+        let mut out = Vec::new();
+        let mut frame = [0i16; 320];
+        for c in input.chunks(160) {
+            let n = r.process(c, &mut frame).unwrap();
+            out.extend_from_slice(&frame[..n]);
+        }
+        let steady = &out[640..];
+        let p1k = power_at(steady, 16000, 1000.0);
+        let p3k = power_at(steady, 16000, 3000.0);
+        assert!(p1k > 4000.0, "1 kHz power {p1k}");
+        assert!(p3k < p1k / 50.0);
+    }
+
+    #[test]
+    fn other_rates_and_passthrough() {
+        for (a, b) in [(48000, 16000), (16000, 8000), (24000, 8000), (22050, 8000), (16000, 16000)] {
+            let r = Resampler::new_20ms(a, b).unwrap();
+            assert_eq!(r.chunk_out(), (b / 50) as usize);
+        }
+        assert!(Resampler::new_20ms(11025, 8000).is_err());
+        let mut r = Resampler::new_20ms(8000, 16000).unwrap();
+        assert!(r.process(&[0; 10], &mut [0; 320]).is_err());
+    }
+
+    #[test]
+    fn resample_all_length_and_content() {
+        let input = tone(24000, 440.0, 24000);
+        let out = resample_all(&input, 24000, 8000).unwrap();
+        assert_eq!(out.len(), 8000);
+        assert!(power_at(&out[1000..7000], 8000, 440.0) > 4000.0);
+    }
+}

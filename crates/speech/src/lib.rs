@@ -1,0 +1,1 @@
+//! voicegate-speech: streaming STT and TTS.

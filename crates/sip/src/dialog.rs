@@ -223,16 +223,23 @@ impl Dialog {
         for r in routes {
             headers.push(Header::Route(rsip::headers::Route::new(r)));
         }
-        headers.push(Header::From(rsip::headers::From::new(self.local_header.clone())));
-        headers.push(Header::To(rsip::headers::To::new(self.remote_header.clone())));
-        headers.push(Header::CallId(rsip::headers::CallId::new(self.id.call_id.clone())));
-        headers.push(Header::CSeq(rsip::headers::CSeq::new(format!("{seq} {method}"))));
+        headers.push(Header::From(rsip::headers::From::new(
+            self.local_header.clone(),
+        )));
+        headers.push(Header::To(rsip::headers::To::new(
+            self.remote_header.clone(),
+        )));
+        headers.push(Header::CallId(rsip::headers::CallId::new(
+            self.id.call_id.clone(),
+        )));
+        headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
+            "{seq} {method}"
+        ))));
         if !matches!(method, rsip::Method::Ack | rsip::Method::Bye) {
             headers.push(Header::Contact(rsip::headers::Contact::new(contact)));
         }
-        let uri = rsip::Uri::try_from(uri.as_str()).unwrap_or_else(|_| {
-            rsip::Uri::try_from("sip:invalid").expect("static URI parses")
-        });
+        let uri = rsip::Uri::try_from(uri.as_str())
+            .unwrap_or_else(|_| rsip::Uri::try_from("sip:invalid").expect("static URI parses"));
         rsip::Request {
             method,
             uri,
@@ -347,15 +354,18 @@ Content-Length: 0\r\n\r\n";
     fn uac_dialog_reverses_record_route_and_remote_seq_rule() {
         let inv = invite();
         let mut resp = response_to(&inv, 200, "", Some("peer"));
-        resp.headers.push(Header::Contact(rsip::headers::Contact::new(
-            "<sip:b@127.0.0.1:6000>",
-        )));
-        resp.headers.push(Header::RecordRoute(rsip::headers::RecordRoute::new(
-            "<sip:10.0.0.2;lr>",
-        )));
-        resp.headers.push(Header::RecordRoute(rsip::headers::RecordRoute::new(
-            "<sip:10.0.0.1;lr>",
-        )));
+        resp.headers
+            .push(Header::Contact(rsip::headers::Contact::new(
+                "<sip:b@127.0.0.1:6000>",
+            )));
+        resp.headers
+            .push(Header::RecordRoute(rsip::headers::RecordRoute::new(
+                "<sip:10.0.0.2;lr>",
+            )));
+        resp.headers
+            .push(Header::RecordRoute(rsip::headers::RecordRoute::new(
+                "<sip:10.0.0.1;lr>",
+            )));
         let mut d = Dialog::new_uac(&inv, &resp).unwrap();
         assert_eq!(d.id.local_tag, "rem");
         assert_eq!(d.id.remote_tag, "peer");
@@ -384,7 +394,10 @@ Content-Length: 0\r\n\r\n";
         );
         let text = req.to_string();
         assert!(text.starts_with("BYE sip:10.0.0.9 SIP/2.0"), "{text}");
-        assert!(text.contains("Route: <sip:sipp@127.0.0.1:5061;transport=udp>"), "{text}");
+        assert!(
+            text.contains("Route: <sip:sipp@127.0.0.1:5061;transport=udp>"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -407,7 +407,9 @@ impl Endpoint {
 
     fn contact(&self, transport: TransportKind) -> String {
         match transport {
-            TransportKind::Udp => format!("<sip:{}@{}>", self.cfg.contact_user, self.cfg.advertised),
+            TransportKind::Udp => {
+                format!("<sip:{}@{}>", self.cfg.contact_user, self.cfg.advertised)
+            }
             TransportKind::Tcp => format!(
                 "<sip:{}@{};transport=tcp>",
                 self.cfg.contact_user, self.cfg.advertised
@@ -617,7 +619,9 @@ impl Endpoint {
             .iter()
             .flat_map(|v| v.split(','))
             .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty() && !self.cfg.supported.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .filter(|t| {
+                !t.is_empty() && !self.cfg.supported.iter().any(|s| s.eq_ignore_ascii_case(t))
+            })
             .collect();
         if !unsupported.is_empty() {
             let extra = vec![Header::Unsupported(rsip::headers::Unsupported::new(
@@ -709,8 +713,9 @@ impl Endpoint {
     }
 
     fn decorate(&self, resp: &mut rsip::Response, extra: Vec<Header>) {
-        resp.headers
-            .push(Header::Server(rsip::headers::Server::new(self.cfg.user_agent.clone())));
+        resp.headers.push(Header::Server(rsip::headers::Server::new(
+            self.cfg.user_agent.clone(),
+        )));
         for h in extra {
             resp.headers.push(h);
         }
@@ -753,8 +758,14 @@ impl Endpoint {
             call_id: summary.call_id.clone(),
             request_uri,
             called_user,
-            from: req.from_header().map(|h| h.value().to_string()).unwrap_or_default(),
-            to: req.to_header().map(|h| h.value().to_string()).unwrap_or_default(),
+            from: req
+                .from_header()
+                .map(|h| h.value().to_string())
+                .unwrap_or_default(),
+            to: req
+                .to_header()
+                .map(|h| h.value().to_string())
+                .unwrap_or_default(),
             content_type,
             body: req.body.clone(),
             peer,
@@ -776,7 +787,8 @@ impl Endpoint {
                 bye_pending: false,
             },
         );
-        self.events.push_back(Event::IncomingCall(Box::new(incoming)));
+        self.events
+            .push_back(Event::IncomingCall(Box::new(incoming)));
     }
 
     fn handle_cancel(&mut self, req: rsip::Request, key: ServerKey, dest: Peer, now: Instant) {
@@ -1058,9 +1070,19 @@ impl Endpoint {
                         if self.calls.contains_key(&call.0) {
                             let reason = match &resp.status_code {
                                 rsip::StatusCode::Other(_, r) => r.clone(),
-                                other => other.to_string().splitn(2, ' ').nth(1).unwrap_or_default().to_string(),
+                                other => other
+                                    .to_string()
+                                    .split_once(' ')
+                                    .map(|(_, r)| r.to_string())
+                                    .unwrap_or_default(),
                             };
-                            self.end_call(call.0, EndReason::Rejected { status: code, reason });
+                            self.end_call(
+                                call.0,
+                                EndReason::Rejected {
+                                    status: code,
+                                    reason,
+                                },
+                            );
                         }
                     }
                 }
@@ -1092,10 +1114,13 @@ impl Endpoint {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(%call, error = %e, "2xx without a usable dialog; ending call");
-                    self.end_call(call.0, EndReason::Rejected {
-                        status: 502,
-                        reason: e.to_string(),
-                    });
+                    self.end_call(
+                        call.0,
+                        EndReason::Rejected {
+                            status: 502,
+                            reason: e.to_string(),
+                        },
+                    );
                     return;
                 }
             },
@@ -1104,7 +1129,12 @@ impl Endpoint {
             .invite
             .cseq_header()
             .ok()
-            .and_then(|h| h.value().split_whitespace().next().and_then(|n| n.parse().ok()))
+            .and_then(|h| {
+                h.value()
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+            })
             .unwrap_or(1);
         let transport = c.peer.transport;
         let via = self.via(transport);
@@ -1214,7 +1244,13 @@ impl Endpoint {
     }
 
     /// Sends a provisional response (180 Ringing, 183 with early media).
-    pub fn ring(&mut self, call: CallHandle, code: u16, body: Vec<u8>, now: Instant) -> Result<(), CallError> {
+    pub fn ring(
+        &mut self,
+        call: CallHandle,
+        code: u16,
+        body: Vec<u8>,
+        now: Instant,
+    ) -> Result<(), CallError> {
         let c = self.calls.get(&call.0).ok_or(CallError::NoSuchCall(call))?;
         if c.state != CallState::Incoming || !(101..=199).contains(&code) {
             return Err(CallError::WrongState(call, "send a provisional response"));
@@ -1224,7 +1260,9 @@ impl Endpoint {
         let contact = self.contact(c.peer.transport);
         let mut extra = vec![Header::Contact(rsip::headers::Contact::new(contact))];
         if !body.is_empty() {
-            extra.push(Header::ContentType(rsip::headers::ContentType::new("application/sdp")));
+            extra.push(Header::ContentType(rsip::headers::ContentType::new(
+                "application/sdp",
+            )));
         }
         self.decorate(&mut resp, extra);
         resp.body = body;
@@ -1238,7 +1276,12 @@ impl Endpoint {
     /// Answers an incoming call with 200 OK and an SDP answer. The UAS core
     /// retransmits the 2xx (T1 doubling to T2) until the ACK arrives or 64*T1
     /// passes (RFC 3261 13.3.1.4, RFC 6026).
-    pub fn answer(&mut self, call: CallHandle, sdp: Vec<u8>, now: Instant) -> Result<(), CallError> {
+    pub fn answer(
+        &mut self,
+        call: CallHandle,
+        sdp: Vec<u8>,
+        now: Instant,
+    ) -> Result<(), CallError> {
         let c = self.calls.get(&call.0).ok_or(CallError::NoSuchCall(call))?;
         if c.state != CallState::Incoming {
             return Err(CallError::WrongState(call, "answer"));
@@ -1251,10 +1294,13 @@ impl Endpoint {
                 // RFC 3261 12.1.1 needs the caller's Contact to send a BYE.
                 let reason = format!("Bad Request: {e}");
                 self.final_to_invite(call, 400, &reason, Vec::new(), now);
-                self.end_call(call.0, EndReason::Rejected {
-                    status: 400,
-                    reason,
-                });
+                self.end_call(
+                    call.0,
+                    EndReason::Rejected {
+                        status: 400,
+                        reason,
+                    },
+                );
                 return Ok(());
             }
         };
@@ -1274,7 +1320,9 @@ impl Endpoint {
             self.cfg.supported.join(", "),
         )));
         if !sdp.is_empty() {
-            extra.push(Header::ContentType(rsip::headers::ContentType::new("application/sdp")));
+            extra.push(Header::ContentType(rsip::headers::ContentType::new(
+                "application/sdp",
+            )));
         }
         self.decorate(&mut resp, extra);
         resp.body = sdp.clone();
@@ -1285,7 +1333,10 @@ impl Endpoint {
         self.service_server(tx_id);
         let t1 = self.cfg.timers.t1;
         let deadline = now + self.cfg.timers.t1_x64();
-        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall(call))?;
+        let c = self
+            .calls
+            .get_mut(&call.0)
+            .ok_or(CallError::NoSuchCall(call))?;
         let id = dialog.id.clone();
         c.dialog = Some(dialog);
         c.state = CallState::Answered;
@@ -1318,10 +1369,13 @@ impl Endpoint {
             .map(|(n, v)| Header::Other(n, v))
             .collect();
         self.final_to_invite(call, code, reason, extra, now);
-        self.end_call(call.0, EndReason::Rejected {
-            status: code,
-            reason: reason.to_string(),
-        });
+        self.end_call(
+            call.0,
+            EndReason::Rejected {
+                status: code,
+                reason: reason.to_string(),
+            },
+        );
         Ok(())
     }
 
@@ -1330,14 +1384,20 @@ impl Endpoint {
     /// INVITE, CANCEL is not sent for our own unanswered INVITE yet (the
     /// call ends when the INVITE transaction does).
     pub fn hangup(&mut self, call: CallHandle, now: Instant) -> Result<(), CallError> {
-        let c = self.calls.get_mut(&call.0).ok_or(CallError::NoSuchCall(call))?;
+        let c = self
+            .calls
+            .get_mut(&call.0)
+            .ok_or(CallError::NoSuchCall(call))?;
         match c.state {
             CallState::Incoming => {
                 self.final_to_invite(call, 480, "Temporarily Unavailable", Vec::new(), now);
-                self.end_call(call.0, EndReason::Rejected {
-                    status: 480,
-                    reason: "Temporarily Unavailable".into(),
-                });
+                self.end_call(
+                    call.0,
+                    EndReason::Rejected {
+                        status: 480,
+                        reason: "Temporarily Unavailable".into(),
+                    },
+                );
                 Ok(())
             }
             CallState::Answered => {
@@ -1361,7 +1421,10 @@ impl Endpoint {
         let via = self.via(transport);
         let contact = self.contact(transport);
         let c = self.calls.get_mut(&id).ok_or(CallError::NoSuchCall(call))?;
-        let dialog = c.dialog.as_mut().ok_or(CallError::WrongState(call, "send BYE"))?;
+        let dialog = c
+            .dialog
+            .as_mut()
+            .ok_or(CallError::WrongState(call, "send BYE"))?;
         let bye = dialog.request(rsip::Method::Bye, via, &contact, None);
         let peer = match dialog.next_hop() {
             Some(addr) if addr != c.peer.addr => Peer {
@@ -1399,7 +1462,9 @@ impl Endpoint {
             .ok()
             .and_then(|h| h.value().split_whitespace().next().map(str::to_string))
             .unwrap_or_else(|| "1".into());
-        headers.push(Header::CSeq(rsip::headers::CSeq::new(format!("{seq} CANCEL"))));
+        headers.push(Header::CSeq(rsip::headers::CSeq::new(format!(
+            "{seq} CANCEL"
+        ))));
         headers.push(Header::MaxForwards(rsip::headers::MaxForwards::new("70")));
         let cancel = rsip::Request {
             method: rsip::Method::Cancel,
@@ -1470,7 +1535,9 @@ impl Endpoint {
             self.cfg.user_agent.clone(),
         )));
         if !sdp.is_empty() {
-            headers.push(Header::ContentType(rsip::headers::ContentType::new("application/sdp")));
+            headers.push(Header::ContentType(rsip::headers::ContentType::new(
+                "application/sdp",
+            )));
         }
         let req = rsip::Request {
             method: rsip::Method::Invite,

@@ -1,5 +1,23 @@
 //! voicegate-sip: SIP signalling for voicegate.
+//!
+//! - [`message`]: tolerant parsing on top of rsip, validation, response building.
+//! - [`transaction`]: the four RFC 3261 17 transaction machines, sans-IO.
+//! - [`dialog`]: dialog state (RFC 3261 12) for UAS and UAC roles.
+//! - [`endpoint`]: the sans-IO endpoint that ties them together: the UAS/UAC cores,
+//!   CANCEL, OPTIONS and the error responses.
+//! - [`framing`]: Content-Length framing and CRLF keep-alive on stream transports.
+//! - [`transport`]: the tokio driver: UDP and TCP sockets, timers, commands.
+//!
+//! # The drain rule
+//!
+//! Every sans-IO type is fed with `handle_*(input, now)` and drained with `poll_*()`:
+//! after each `handle_*` call (or command), call `poll_transmit` and `poll_event` until
+//! both return `None`, then sleep until `poll_timeout()` or the next input. Nothing in
+//! these types reads the clock or the OS random source; time comes in as `now` and
+//! randomness (tags, branches, Call-IDs) from the seed given at construction.
 pub mod dialog;
 pub mod endpoint;
+pub mod framing;
 pub mod message;
 pub mod transaction;
+pub mod transport;

@@ -61,7 +61,7 @@ pub struct ParseError {
     pub kind: ParseErrorKind,
     /// Present when the bytes were a request whose mandatory headers could be
     /// found: then a response can be sent.
-    pub answerable: Option<ResponseContext>,
+    pub answerable: Option<Box<ResponseContext>>,
 }
 
 impl ParseError {
@@ -87,7 +87,13 @@ impl ParseError {
 pub fn sanitize_reason(reason: &str) -> String {
     reason
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(120)
         .collect()
 }
@@ -327,7 +333,7 @@ pub fn parse(bytes: &[u8]) -> Result<rsip::SipMessage, ParseError> {
         response_context(&parts.headers)
     };
     let with_context = |mut e: ParseError| {
-        e.answerable = context.clone();
+        e.answerable = context.clone().map(Box::new);
         e
     };
     if let Some(reason) = parts.body_error {
@@ -338,10 +344,14 @@ pub fn parse(bytes: &[u8]) -> Result<rsip::SipMessage, ParseError> {
         let (method, uri, version) = (words.next(), words.next(), words.next());
         let (Some(method), Some(uri), Some(version), None) = (method, uri, version, words.next())
         else {
-            return Err(with_context(ParseError::malformed("malformed request line")));
+            return Err(with_context(ParseError::malformed(
+                "malformed request line",
+            )));
         };
         if method.is_empty() || !method.bytes().all(is_token_char) || uri.is_empty() {
-            return Err(with_context(ParseError::malformed("malformed request line")));
+            return Err(with_context(ParseError::malformed(
+                "malformed request line",
+            )));
         }
         if !version.eq_ignore_ascii_case("SIP/2.0") {
             let mut e = ParseError::malformed("unsupported SIP version");
@@ -364,8 +374,7 @@ pub fn parse(bytes: &[u8]) -> Result<rsip::SipMessage, ParseError> {
     canon.push_str("\r\n");
     let mut buf = canon.into_bytes();
     buf.extend_from_slice(parts.body);
-    let msg = rsip_parse(&buf)
-        .map_err(|reason| with_context(ParseError::malformed(reason)))?;
+    let msg = rsip_parse(&buf).map_err(|reason| with_context(ParseError::malformed(reason)))?;
     validate(&msg).map_err(|reason| with_context(ParseError::malformed(reason)))?;
     Ok(msg)
 }
@@ -375,7 +384,10 @@ pub fn parse(bytes: &[u8]) -> Result<rsip::SipMessage, ParseError> {
 fn rsip_parse(buf: &[u8]) -> Result<rsip::SipMessage, String> {
     match std::panic::catch_unwind(|| rsip::SipMessage::try_from(buf)) {
         Ok(Ok(msg)) => Ok(msg),
-        Ok(Err(e)) => Err(format!("unparseable message: {}", first_line(&e.to_string()))),
+        Ok(Err(e)) => Err(format!(
+            "unparseable message: {}",
+            first_line(&e.to_string())
+        )),
         Err(_) => Err("unparseable message".to_string()),
     }
 }
@@ -391,7 +403,8 @@ fn validate(msg: &rsip::SipMessage) -> Result<(), String> {
     let via = msg
         .via_header()
         .map_err(|_| "missing Via header".to_string())?;
-    via.typed().map_err(|_| "malformed Via header".to_string())?;
+    via.typed()
+        .map_err(|_| "malformed Via header".to_string())?;
     msg.from_header()
         .map_err(|_| "missing From header".to_string())?
         .tag()
@@ -474,7 +487,9 @@ impl Summary {
         let cseq = msg.cseq_header().ok()?.typed().ok()?;
         let via_raw = via.value();
         Some(Self {
-            branch: param_value(via_raw, "branch").unwrap_or_default().to_string(),
+            branch: param_value(via_raw, "branch")
+                .unwrap_or_default()
+                .to_string(),
             sent_by: typed.uri.host_with_port.to_string(),
             via_transport: typed.transport.to_string(),
             rport: param_value(via_raw, "rport").is_some(),
@@ -538,11 +553,9 @@ pub fn response_to(
             Header::To(to) => {
                 let value = to.value();
                 match to_tag {
-                    Some(tag) if param_value(value, "tag").is_none() => {
-                        headers.push(Header::To(rsip::headers::To::new(format!(
-                            "{value};tag={tag}"
-                        ))))
-                    }
+                    Some(tag) if param_value(value, "tag").is_none() => headers.push(Header::To(
+                        rsip::headers::To::new(format!("{value};tag={tag}")),
+                    )),
                     _ => headers.push(h.clone()),
                 }
             }
@@ -654,7 +667,10 @@ pub fn stamp_top_via(req: &mut rsip::Request, source: SocketAddr) {
         let p = p.trim();
         !(p.starts_with("received=") || (has_rport && (p == "rport" || p.starts_with("rport="))))
     });
-    let differs = host.parse::<IpAddr>().map(|ip| ip != source.ip()).unwrap_or(true);
+    let differs = host
+        .parse::<IpAddr>()
+        .map(|ip| ip != source.ip())
+        .unwrap_or(true);
     if differs || has_rport {
         params.push(format!("received={}", source.ip()));
     }
@@ -773,7 +789,10 @@ l: 0\n\n";
         let msg = parse(INVITE.as_bytes()).unwrap();
         let mut s = Summary::of(&msg).unwrap();
         let src: SocketAddr = "127.0.0.9:40000".parse().unwrap();
-        assert_eq!(response_destination(&s, src), "127.0.0.9:5061".parse().unwrap());
+        assert_eq!(
+            response_destination(&s, src),
+            "127.0.0.9:5061".parse().unwrap()
+        );
         s.rport = true;
         assert_eq!(response_destination(&s, src), src);
     }

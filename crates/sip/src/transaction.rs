@@ -279,9 +279,7 @@ pub fn ack_for_non_2xx(request: &rsip::Request, response: &rsip::Response) -> rs
         .headers
         .iter()
         .find_map(|h| match h {
-            Header::CSeq(c) => {
-                c.value().split_whitespace().next().map(str::to_string)
-            }
+            Header::CSeq(c) => c.value().split_whitespace().next().map(str::to_string),
             _ => None,
         })
         .unwrap_or_else(|| "1".to_string());
@@ -715,7 +713,10 @@ impl ServerKey {
             rsip::Method::Ack => "INVITE".to_string(),
             m => m.to_string(),
         };
-        let branch = if summary.branch.starts_with(crate::message::BRANCH_MAGIC_COOKIE) {
+        let branch = if summary
+            .branch
+            .starts_with(crate::message::BRANCH_MAGIC_COOKIE)
+        {
             summary.branch.clone()
         } else {
             format!(
@@ -767,9 +768,7 @@ impl ClientKey {
             .headers
             .iter()
             .find_map(|h| match h {
-                Header::Via(v) => {
-                    param_value(v.value(), "branch").map(str::to_string)
-                }
+                Header::Via(v) => param_value(v.value(), "branch").map(str::to_string),
                 _ => None,
             })
             .unwrap_or_default();
@@ -938,7 +937,9 @@ Content-Length: 0\r\n\r\n";
         // E: 500, +1000, +2000, +4000 (T2 cap), +4000 ... until F at 32 s.
         assert_eq!(
             sent,
-            vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+            vec![
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
         );
         assert_eq!(tx.poll_event(), Some(TxEvent::Timeout));
         assert_eq!(tx.state(), State::Terminated);
@@ -1004,7 +1005,9 @@ Content-Length: 0\r\n\r\n";
         // G: 500, 1000, 2000, 4000 (T2 cap), 4000... until H at 32 s.
         assert_eq!(
             sent,
-            vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+            vec![
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
         );
         assert_eq!(tx.poll_event(), Some(TxEvent::Timeout));
         assert_eq!(tx.state(), State::Terminated);
@@ -1060,7 +1063,10 @@ Content-Length: 0\r\n\r\n";
         tx.poll_transmit();
         assert_eq!(tx.state(), State::Accepted);
         tx.handle_request(req.clone(), t0 + ms(100));
-        assert!(tx.poll_transmit().is_none(), "INVITE retransmission absorbed");
+        assert!(
+            tx.poll_transmit().is_none(),
+            "INVITE retransmission absorbed"
+        );
         assert!(!tx.send_response(resp(&req, 486), t0 + ms(200)));
         assert_eq!(tx.poll_timeout(), Some(t0 + ms(32_000)));
         tx.handle_timeout(t0 + ms(32_000));

@@ -84,7 +84,11 @@ fn incoming(ev: &[Event]) -> CallHandle {
 fn inbound_call_answer_ack_bye() {
     let mut ep = endpoint();
     let t0 = Instant::now();
-    ep.handle_input(peer(TransportKind::Udp), invite("z9hG4bK1", "c1").as_bytes(), t0);
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        invite("z9hG4bK1", "c1").as_bytes(),
+        t0,
+    );
     let (tx, ev) = drain(&mut ep);
     assert_eq!(status_line(&tx[0]), "SIP/2.0 100 Trying");
     let call = incoming(&ev);
@@ -111,7 +115,11 @@ fn inbound_call_answer_ack_bye() {
     assert_eq!(ep.poll_timeout(), Some(t0 + Duration::from_millis(1500)));
 
     let ack = in_dialog("ACK", "z9hG4bK2", "c1", &tag, 1);
-    ep.handle_input(peer(TransportKind::Udp), ack.as_bytes(), t0 + Duration::from_millis(600));
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        ack.as_bytes(),
+        t0 + Duration::from_millis(600),
+    );
     let (tx, ev) = drain(&mut ep);
     assert!(tx.is_empty());
     assert!(matches!(ev[..], [Event::CallConfirmed { .. }]));
@@ -119,7 +127,11 @@ fn inbound_call_answer_ack_bye() {
     assert!(drain(&mut ep).0.is_empty(), "no 2xx after ACK");
 
     let bye = in_dialog("BYE", "z9hG4bK3", "c1", &tag, 2);
-    ep.handle_input(peer(TransportKind::Udp), bye.as_bytes(), t0 + Duration::from_secs(2));
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        bye.as_bytes(),
+        t0 + Duration::from_secs(2),
+    );
     let (tx, ev) = drain(&mut ep);
     assert_eq!(status_line(&tx[0]), "SIP/2.0 200 OK");
     assert!(tx[0].contains("CSeq: 2 BYE"));
@@ -131,7 +143,11 @@ fn inbound_call_answer_ack_bye() {
         }]
     ));
     // BYE retransmission: answered by the transaction, not 481.
-    ep.handle_input(peer(TransportKind::Udp), bye.as_bytes(), t0 + Duration::from_secs(3));
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        bye.as_bytes(),
+        t0 + Duration::from_secs(3),
+    );
     let (tx, ev) = drain(&mut ep);
     assert_eq!(status_line(&tx[0]), "SIP/2.0 200 OK");
     assert!(ev.is_empty());
@@ -146,7 +162,11 @@ fn invite_retransmission_is_absorbed() {
     ep.handle_input(peer(TransportKind::Udp), inv.as_bytes(), t0);
     let (_, ev) = drain(&mut ep);
     assert_eq!(ev.len(), 1);
-    ep.handle_input(peer(TransportKind::Udp), inv.as_bytes(), t0 + Duration::from_millis(500));
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        inv.as_bytes(),
+        t0 + Duration::from_millis(500),
+    );
     let (tx, ev) = drain(&mut ep);
     assert_eq!(status_line(&tx[0]), "SIP/2.0 100 Trying");
     assert!(ev.is_empty(), "no second IncomingCall");
@@ -156,7 +176,11 @@ fn invite_retransmission_is_absorbed() {
 fn no_ack_ends_call_with_bye_at_64_t1() {
     let mut ep = endpoint();
     let t0 = Instant::now();
-    ep.handle_input(peer(TransportKind::Udp), invite("z9hG4bKn", "c-n").as_bytes(), t0);
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        invite("z9hG4bKn", "c-n").as_bytes(),
+        t0,
+    );
     let call = incoming(&drain(&mut ep).1);
     ep.answer(call, b"v=0\r\n".to_vec(), t0).unwrap();
     drain(&mut ep);
@@ -189,7 +213,9 @@ fn no_ack_ends_call_with_bye_at_64_t1() {
     }
     assert_eq!(
         retransmits,
-        vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        vec![
+            500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+        ]
     );
     assert_eq!(bye_at, Some(32_000));
     assert!(ended);
@@ -199,23 +225,39 @@ fn no_ack_ends_call_with_bye_at_64_t1() {
 fn hangup_before_ack_waits_for_ack() {
     let mut ep = endpoint();
     let t0 = Instant::now();
-    ep.handle_input(peer(TransportKind::Udp), invite("z9hG4bKw", "c-w").as_bytes(), t0);
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        invite("z9hG4bKw", "c-w").as_bytes(),
+        t0,
+    );
     let call = incoming(&drain(&mut ep).1);
     ep.answer(call, b"v=0\r\n".to_vec(), t0).unwrap();
     let tag = to_tag(&drain(&mut ep).0[0]);
     ep.hangup(call, t0).unwrap();
     assert!(drain(&mut ep).0.is_empty(), "no BYE before ACK");
     let ack = in_dialog("ACK", "z9hG4bKw2", "c-w", &tag, 1);
-    ep.handle_input(peer(TransportKind::Udp), ack.as_bytes(), t0 + Duration::from_millis(10));
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        ack.as_bytes(),
+        t0 + Duration::from_millis(10),
+    );
     let (tx, _) = drain(&mut ep);
-    assert!(tx[0].starts_with("BYE sip:sipp@127.0.0.1:5061 SIP/2.0"), "{}", tx[0]);
+    assert!(
+        tx[0].starts_with("BYE sip:sipp@127.0.0.1:5061 SIP/2.0"),
+        "{}",
+        tx[0]
+    );
     // The peer's 200 to the BYE ends the call.
     let bye = match parse(tx[0].as_bytes()).unwrap() {
         rsip::SipMessage::Request(r) => r,
         _ => unreachable!(),
     };
     let ok = to_bytes(response_to(&bye, 200, "", None));
-    ep.handle_input(peer(TransportKind::Udp), &ok, t0 + Duration::from_millis(20));
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        &ok,
+        t0 + Duration::from_millis(20),
+    );
     let (_, ev) = drain(&mut ep);
     assert!(matches!(
         &ev[..],
@@ -236,10 +278,11 @@ fn cancel_before_answer_gives_200_and_487() {
     let cancel = inv
         .replacen("INVITE sip", "CANCEL sip", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
-    let cancel = cancel.split("\r\n\r\n").next().unwrap().replace(
-        "Content-Type: application/sdp\r\n",
-        "",
-    );
+    let cancel = cancel
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .replace("Content-Type: application/sdp\r\n", "");
     let cancel = format!(
         "{}\r\n\r\n",
         cancel.replace(
@@ -251,7 +294,11 @@ fn cancel_before_answer_gives_200_and_487() {
             "Content-Length: 0"
         )
     );
-    ep.handle_input(peer(TransportKind::Udp), cancel.as_bytes(), t0 + Duration::from_millis(5));
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        cancel.as_bytes(),
+        t0 + Duration::from_millis(5),
+    );
     let (tx, ev) = drain(&mut ep);
     assert_eq!(status_line(&tx[0]), "SIP/2.0 200 OK");
     assert!(tx[0].contains("CSeq: 1 CANCEL"));
@@ -267,7 +314,11 @@ fn cancel_before_answer_gives_200_and_487() {
     // ACK for the 487 completes the INVITE transaction.
     let tag = to_tag(&tx[1]);
     let ack = in_dialog("ACK", "z9hG4bKc", "c-c", &tag, 1);
-    ep.handle_input(peer(TransportKind::Udp), ack.as_bytes(), t0 + Duration::from_millis(10));
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        ack.as_bytes(),
+        t0 + Duration::from_millis(10),
+    );
     assert!(drain(&mut ep).0.is_empty());
     // Timer I (T4) later, and the CANCEL's timer J, everything is gone.
     ep.handle_timeout(t0 + Duration::from_secs(40));
@@ -308,10 +359,16 @@ fn error_responses() {
             "SIP/2.0 483 Too Many Hops",
         ),
         (
-            invite("z9hG4bKq", "c-q").replace("Max-Forwards: 70", "Max-Forwards: 70\r\nRequire: 100rel, foo"),
+            invite("z9hG4bKq", "c-q").replace(
+                "Max-Forwards: 70",
+                "Max-Forwards: 70\r\nRequire: 100rel, foo",
+            ),
             "SIP/2.0 420 Bad Extension",
         ),
-        (in_dialog("BYE", "z9hG4bKb", "nope", "x", 2), "SIP/2.0 481 Call/Transaction Does Not Exist"),
+        (
+            in_dialog("BYE", "z9hG4bKb", "nope", "x", 2),
+            "SIP/2.0 481 Call/Transaction Does Not Exist",
+        ),
         (
             in_dialog("INFO", "z9hG4bKi", "nope", "x", 2).replace(";tag=x", ""),
             "SIP/2.0 405 Method Not Allowed",
@@ -323,7 +380,11 @@ fn error_responses() {
         (
             {
                 let inv = invite("z9hG4bKt", "c-t");
-                let cl = inv.lines().find(|l| l.starts_with("Content-Length")).unwrap().to_string();
+                let cl = inv
+                    .lines()
+                    .find(|l| l.starts_with("Content-Length"))
+                    .unwrap()
+                    .to_string();
                 inv.replace(&cl, "Content-Length: 999")
             },
             "SIP/2.0 400 Content-Length exceeds body",
@@ -344,7 +405,11 @@ fn error_responses() {
             assert!(tx[0].contains("Unsupported: 100rel, foo"));
         }
         if want.contains("405") || want.contains("501") {
-            assert!(tx[0].contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"), "{}", tx[0]);
+            assert!(
+                tx[0].contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"),
+                "{}",
+                tx[0]
+            );
         }
     }
 }
@@ -363,7 +428,11 @@ fn garbage_is_dropped_and_next_call_works() {
     }
     let (tx, ev) = drain(&mut ep);
     assert!(tx.is_empty() && ev.is_empty());
-    ep.handle_input(peer(TransportKind::Udp), invite("z9hG4bKg", "c-g").as_bytes(), t0);
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        invite("z9hG4bKg", "c-g").as_bytes(),
+        t0,
+    );
     let (_, ev) = drain(&mut ep);
     incoming(&ev);
 }
@@ -372,7 +441,11 @@ fn garbage_is_dropped_and_next_call_works() {
 fn stale_cseq_in_dialog_gets_500() {
     let mut ep = endpoint();
     let t0 = Instant::now();
-    ep.handle_input(peer(TransportKind::Udp), invite("z9hG4bKs1", "c-s1").as_bytes(), t0);
+    ep.handle_input(
+        peer(TransportKind::Udp),
+        invite("z9hG4bKs1", "c-s1").as_bytes(),
+        t0,
+    );
     let call = incoming(&drain(&mut ep).1);
     ep.answer(call, b"v=0\r\n".to_vec(), t0).unwrap();
     let tag = to_tag(&drain(&mut ep).0[0]);
@@ -482,9 +555,15 @@ fn two_party_call_with_loss() {
         addr: p.b_addr,
         connection: None,
     };
-    let call_a = p
-        .a
-        .invite(&target, "sip:caller@127.0.0.1", &target, b"v=0\r\n".to_vec(), b_peer, p.now)
+    let call_a =
+        p.a.invite(
+            &target,
+            "sip:caller@127.0.0.1",
+            &target,
+            b"v=0\r\n".to_vec(),
+            b_peer,
+            p.now,
+        )
         .unwrap();
     // Lose the first INVITE and the first 200 OK.
     let mut lost_invite = false;
@@ -514,7 +593,9 @@ fn two_party_call_with_loss() {
     for _ in 0..5 {
         p.advance();
         let (ea, eb) = p.pump(&mut lose);
-        answered |= ea.iter().any(|e| matches!(e, Event::CallAnswered { call, .. } if *call == call_a));
+        answered |= ea
+            .iter()
+            .any(|e| matches!(e, Event::CallAnswered { call, .. } if *call == call_a));
         confirmed |= eb.iter().any(|e| matches!(e, Event::CallConfirmed { .. }));
         if answered && confirmed {
             break;
@@ -555,30 +636,52 @@ fn two_party_rejection_and_cancel() {
         addr: p.b_addr,
         connection: None,
     };
-    let call_a = p
-        .a
-        .invite(&target, "sip:caller@127.0.0.1", &target, Vec::new(), b_peer, p.now)
+    let call_a =
+        p.a.invite(
+            &target,
+            "sip:caller@127.0.0.1",
+            &target,
+            Vec::new(),
+            b_peer,
+            p.now,
+        )
         .unwrap();
     let (_, eb) = p.pump(&mut |_| false);
     let call_b = incoming(&eb);
-    p.b.reject(call_b, 486, "Busy Here", Vec::new(), p.now).unwrap();
+    p.b.reject(call_b, 486, "Busy Here", Vec::new(), p.now)
+        .unwrap();
     let (ea, _) = p.pump(&mut |_| false);
     assert!(ea.iter().any(|e| matches!(
         e,
         Event::CallEnded { call, reason: EndReason::Rejected { status: 486, .. } } if *call == call_a
     )));
 
-    let call_a = p
-        .a
-        .invite(&target, "sip:caller@127.0.0.1", &target, Vec::new(), b_peer, p.now)
+    let call_a =
+        p.a.invite(
+            &target,
+            "sip:caller@127.0.0.1",
+            &target,
+            Vec::new(),
+            b_peer,
+            p.now,
+        )
         .unwrap();
     let (_, eb) = p.pump(&mut |_| false);
     incoming(&eb);
     p.a.hangup(call_a, p.now).unwrap();
     let (ea, eb) = p.pump(&mut |_| false);
-    assert!(eb.iter().any(|e| matches!(e, Event::CallEnded { reason: EndReason::Cancelled, .. })));
+    assert!(eb.iter().any(|e| matches!(
+        e,
+        Event::CallEnded {
+            reason: EndReason::Cancelled,
+            ..
+        }
+    )));
     assert!(ea.iter().any(|e| matches!(
         e,
-        Event::CallEnded { reason: EndReason::Rejected { status: 487, .. }, .. }
+        Event::CallEnded {
+            reason: EndReason::Rejected { status: 487, .. },
+            ..
+        }
     )));
 }

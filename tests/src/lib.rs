@@ -1,1 +1,189 @@
-//! Helpers for voicegate interop tests.
+//! Shared helpers for the interop tests: start a gateway on free loopback
+//! ports, find and run the real peers (SIPp, ...), and the skip rule.
+//!
+//! # Skips
+//!
+//! A test that needs a Debian tool which is not installed prints why and
+//! passes on a developer machine. With `VOICEGATE_REQUIRE_PEERS=1` (CI sets
+//! it) the same situation fails the test: CI never skips silently.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use voicegate::{Config, Gateway};
+
+/// The environment variable that turns a missing peer into a failure.
+pub const REQUIRE_PEERS: &str = "VOICEGATE_REQUIRE_PEERS";
+
+/// Whether `tool` is on PATH. When it is not: panics if
+/// [`REQUIRE_PEERS`] is set, else prints the skip reason and returns false.
+pub fn require_tool(tool: &str, package: &str) -> bool {
+    if find_on_path(tool).is_some() {
+        return true;
+    }
+    let required = std::env::var(REQUIRE_PEERS).is_ok_and(|v| v == "1" || v == "true");
+    if required {
+        panic!("{tool} not found on PATH (Debian package {package}) and {REQUIRE_PEERS} is set");
+    }
+    eprintln!(
+        "SKIPPED: {tool} not found on PATH; install the Debian package {package} to run this test"
+    );
+    false
+}
+
+fn find_on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A SIPp scenario file under tests/scenarios/.
+pub fn scenario(name: &str) -> PathBuf {
+    repo_root().join("tests/scenarios").join(name)
+}
+
+/// Logs from the gateway under test go to the test's output (shown on failure).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A test configuration: SIP and HTTP on free loopback ports, the echo agent
+/// for every number.
+pub fn test_config() -> Config {
+    let mut cfg = Config::default();
+    cfg.sip.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.http.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.agents.push(voicegate::config::AgentConfig {
+        id: "echo".into(),
+        dir: repo_root().join("config/agents/echo"),
+        numbers: vec!["*".into()],
+    });
+    cfg
+}
+
+/// Starts a gateway with `cfg`.
+pub async fn start_gateway(cfg: Config) -> Gateway {
+    init_logging();
+    voicegate::start(cfg).await.expect("gateway starts")
+}
+
+/// A UDP port free right now on loopback (for a peer's local port).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("bind loopback")
+}
+
+/// What a SIPp run reported.
+#[derive(Debug)]
+pub struct SippRun {
+    /// SIPp's exit code: 0 when every call succeeded.
+    pub exit_code: i32,
+    /// Calls counted successful.
+    pub successful: u64,
+    /// Calls counted failed.
+    pub failed: u64,
+    /// The final screen, for failure messages.
+    pub screen: String,
+    /// Seconds the run took.
+    pub elapsed: Duration,
+}
+
+/// Runs SIPp against `target` with `args` (scenario, rate, count...), bounded
+/// by `timeout`, on a free local port.
+pub async fn run_sipp(
+    target: SocketAddr,
+    args: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<SippRun> {
+    let dir = std::env::temp_dir().join(format!(
+        "voicegate-sipp-{}-{}",
+        std::process::id(),
+        free_udp_port()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let screen_file = dir.join("screen.txt");
+    let port = free_udp_port().to_string();
+    let media_port = free_udp_port().to_string();
+    let target_s = target.to_string();
+    let mut cmd = tokio::process::Command::new("sipp");
+    cmd.arg(&target_s)
+        .args(["-i", "127.0.0.1", "-p", &port, "-mp", &media_port])
+        .args(["-nostdin", "-trace_screen", "-screen_file"])
+        .arg(&screen_file)
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let started = std::time::Instant::now();
+    let child = cmd.spawn().context("cannot start sipp")?;
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => out?,
+        Err(_) => bail!("sipp did not finish within {timeout:?}"),
+    };
+    let elapsed = started.elapsed();
+    let screen = std::fs::read_to_string(&screen_file).unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    let exit_code = out.status.code().unwrap_or(-1);
+    let (successful, failed) = (
+        cumulative(&screen, "Successful call"),
+        cumulative(&screen, "Failed call"),
+    );
+    if screen.is_empty() {
+        bail!("sipp wrote no screen (exit {exit_code}): {stderr}");
+    }
+    Ok(SippRun {
+        exit_code,
+        successful,
+        failed,
+        screen,
+        elapsed,
+    })
+}
+
+/// The cumulative column of a SIPp statistics line (the last such line).
+fn cumulative(screen: &str, label: &str) -> u64 {
+    screen
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.split('|').nth(2))
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cumulative;
+
+    #[test]
+    fn reads_sipp_cumulative_counts() {
+        let screen = "  Successful call        |        3                  |      100                 \n\
+                      \x20 Failed call            |        0                  |        2                 \n";
+        assert_eq!(cumulative(screen, "Successful call"), 100);
+        assert_eq!(cumulative(screen, "Failed call"), 2);
+    }
+}

@@ -1,1 +1,245 @@
-//! voicegate gateway library.
+//! voicegate: the gateway binary's library — configuration, the call router,
+//! per-call orchestration, the HTTP listener and shutdown.
+//!
+//! [`start`] binds everything and returns a running [`Gateway`] (tests start
+//! one on port 0); [`run`] is the binary's entry: it starts a gateway and
+//! shuts it down in two phases as signals arrive.
+//!
+//! # Shutdown
+//!
+//! Phase one ([`Gateway::drain`]): new INVITEs are answered 503 Service
+//! Unavailable with Retry-After, `/healthz` answers 503 so load balancers
+//! stop sending, and live calls go on. Phase two ([`Gateway::hang_up_all`]):
+//! every live call is ended with BYE (or 480 if not yet answered). [`run`]
+//! enters phase two on the second signal or when the drain timeout passes.
+
+pub mod config;
+
+mod call;
+mod http;
+mod redact;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use dashmap::DashMap;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use voicegate_media::port_pool::SharedPortPool;
+use voicegate_sip::endpoint::{CallHandle, EndpointConfig, Event};
+use voicegate_sip::transport::{self, SipHandle, TransportConfig};
+
+pub use config::Config;
+
+use crate::call::CallSignal;
+
+/// State shared by the router, the call tasks and the HTTP listener.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) sip: SipHandle,
+    pub(crate) ports: SharedPortPool,
+    pub(crate) draining: AtomicBool,
+    /// Live calls: where the router forwards each call's SIP events.
+    pub(crate) calls: DashMap<CallHandle, mpsc::Sender<CallSignal>>,
+    pub(crate) active: AtomicUsize,
+    /// Signalled each time a call ends.
+    pub(crate) call_ended: Notify,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    sip_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// The SIP address (UDP and TCP).
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip_addr
+    }
+
+    /// The HTTP listener's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Phase one of shutdown: refuse new calls with 503, let live ones finish.
+    pub fn drain(&self) {
+        if !self.shared.draining.swap(true, Ordering::SeqCst) {
+            tracing::info!(
+                active = self.active_calls(),
+                "draining: new calls get 503, live calls continue"
+            );
+        }
+    }
+
+    /// Whether [`Gateway::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no call is live, or `timeout` passes; true when idle.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ended = self.shared.call_ended.notified();
+            if self.active_calls() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return self.active_calls() == 0;
+            }
+        }
+    }
+
+    /// Phase two of shutdown: ends every live call (BYE, or 480 before answer).
+    pub fn hang_up_all(&self) {
+        let mut n = 0;
+        for entry in self.shared.calls.iter() {
+            // A full queue means the call is already busy ending.
+            let _ = entry.value().try_send(CallSignal::HangUp);
+            n += 1;
+        }
+        tracing::info!(calls = n, "hanging up all calls");
+    }
+
+    /// Drains, hangs up whatever is left, waits (bounded) for the BYEs and
+    /// stops every task.
+    pub async fn stop(self) {
+        self.drain();
+        self.hang_up_all();
+        // A BYE transaction ends within 64*T1; don't wait longer than that.
+        let bye_budget = Duration::from_millis(self.shared.config.sip.t1_ms * 64);
+        if !self.wait_idle(bye_budget).await {
+            tracing::warn!(active = self.active_calls(), "calls still live at exit");
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Binds SIP (UDP+TCP), HTTP and the RTP port pool, and starts the router.
+pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+    config.validate()?;
+    http::prometheus();
+    let endpoint = EndpointConfig {
+        advertised: config.sip.advertised.unwrap_or(config.sip.listen),
+        user_agent: config.sip.user_agent.clone(),
+        timers: config.timers(),
+        ..EndpointConfig::default()
+    };
+    let seed = rand_seed();
+    let (sip, events, sip_task) = transport::spawn(TransportConfig {
+        bind: config.sip.listen,
+        endpoint,
+        seed,
+    })
+    .await
+    .with_context(|| format!("cannot bind SIP on {} (sip.listen)", config.sip.listen))?;
+    let ports = SharedPortPool::new(
+        config.media.rtp_ip,
+        config.media.rtp_port_min,
+        config.media.rtp_port_max,
+        Duration::from_secs(config.media.port_quarantine_s),
+    )
+    .context("media port range")?;
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot bind HTTP on {} (http.listen)", config.http.listen))?;
+    let http_addr = http_listener.local_addr()?;
+    let sip_addr = sip.local_addr();
+    let shared = Arc::new(Shared {
+        config,
+        sip,
+        ports,
+        draining: AtomicBool::new(false),
+        calls: DashMap::new(),
+        active: AtomicUsize::new(0),
+        call_ended: Notify::new(),
+    });
+    let router = tokio::spawn(route_events(shared.clone(), events));
+    let http = tokio::spawn(http::serve(http_listener, shared.clone()));
+    tracing::info!(sip = %sip_addr, http = %http_addr, "voicegate started");
+    Ok(Gateway {
+        sip_addr,
+        http_addr,
+        shared,
+        tasks: vec![router, http, sip_task],
+    })
+}
+
+/// The binary's entry: runs until shut down in two phases by `signals`
+/// (the first item drains, the second — or the drain timeout — hangs up).
+pub async fn run<S>(config: Config, mut signals: S) -> anyhow::Result<()>
+where
+    S: FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+{
+    let drain_timeout = Duration::from_secs(config.limits.drain_timeout_s);
+    let gateway = start(config).await?;
+    signals().await;
+    gateway.drain();
+    tokio::select! {
+        idle = gateway.wait_idle(drain_timeout) => {
+            if !idle {
+                tracing::warn!("drain timeout passed with calls live");
+            }
+        }
+        _ = signals() => tracing::info!("second signal"),
+    }
+    gateway.stop().await;
+    tracing::info!("voicegate stopped");
+    Ok(())
+}
+
+/// The router: hands each new call to its own task and forwards later SIP
+/// events to the task owning the call.
+async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
+    while let Some(ev) = events.recv().await {
+        match ev {
+            Event::IncomingCall(incoming) => call::admit(&shared, incoming),
+            Event::CallConfirmed { call } => forward(&shared, call, CallSignal::Confirmed),
+            Event::CallEnded { call, reason } => {
+                if let Some((_, tx)) = shared.calls.remove(&call) {
+                    // The call task may be gone already (it ended itself).
+                    let _ = tx.try_send(CallSignal::Ended(reason));
+                }
+            }
+            // Outbound calls arrive with the trunks issue.
+            Event::CallProgress { call, status, .. } => {
+                tracing::debug!(%call, status, "progress on a call we did not place")
+            }
+            Event::CallAnswered { call, .. } => {
+                tracing::debug!(%call, "answer on a call we did not place")
+            }
+        }
+    }
+}
+
+fn forward(shared: &Shared, call: CallHandle, signal: CallSignal) {
+    if let Some(tx) = shared.calls.get(&call) {
+        let _ = tx.try_send(signal);
+    }
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    // RandomState is seeded from the OS once per process; mixing in the time
+    // keeps two gateways in one process apart.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    RandomState::new().hash_one(nanos)
+}

@@ -1,0 +1,332 @@
+//! The gateway's configuration: typed, `deny_unknown_fields`, validated up
+//! front with every problem reported at once, each naming its key.
+//!
+//! Every section has defaults, so an empty file (or no file) is a working
+//! configuration: SIP on 127.0.0.1:5060, HTTP on 127.0.0.1:8080, RTP on
+//! 127.0.0.1 ports 20000-29999. `config/voicegate.toml` documents each key.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use voicegate_sdp::CodecPreference;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// SIP signalling.
+    pub sip: SipConfig,
+    /// The HTTP listener (metrics, health; the call API later).
+    pub http: HttpConfig,
+    /// RTP media.
+    pub media: MediaConfig,
+    /// Capacity limits.
+    pub limits: LimitsConfig,
+    /// How calls are answered.
+    pub calls: CallsConfig,
+    /// Agents and the numbers routed to them.
+    pub agents: Vec<AgentConfig>,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Address bound for both UDP and TCP.
+    pub listen: SocketAddr,
+    /// Address put in Via/Contact when it differs from `listen` (NAT, 0.0.0.0).
+    pub advertised: Option<SocketAddr>,
+    /// Server / User-Agent header.
+    pub user_agent: String,
+    /// RFC 3261 T1 in milliseconds (500).
+    pub t1_ms: u64,
+    /// RFC 3261 T2 in milliseconds (4000).
+    pub t2_ms: u64,
+    /// RFC 3261 T4 in milliseconds (5000).
+    pub t4_ms: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
+            advertised: None,
+            user_agent: concat!("voicegate/", env!("CARGO_PKG_VERSION")).to_string(),
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP listener (`/metrics`, `/healthz`).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        }
+    }
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// IP the RTP sockets bind to.
+    pub rtp_ip: IpAddr,
+    /// IP put in SDP `c=` when it differs from `rtp_ip`.
+    pub advertised_ip: Option<IpAddr>,
+    /// First port of the RTP range (even).
+    pub rtp_port_min: u16,
+    /// Last port of the RTP range.
+    pub rtp_port_max: u16,
+    /// Seconds a released port pair waits before reuse.
+    pub port_quarantine_s: u64,
+    /// Codecs in preference order: PCMU, PCMA, opus, telephone-event.
+    pub codecs: Vec<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            rtp_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertised_ip: None,
+            rtp_port_min: 20000,
+            rtp_port_max: 29999,
+            port_quarantine_s: 5,
+            codecs: ["PCMU", "PCMA", "opus", "telephone-event"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent calls; more get 503 with Retry-After.
+    pub max_calls: usize,
+    /// Retry-After (seconds) on 503s while over capacity or draining.
+    pub retry_after_s: u32,
+    /// How long the first SIGTERM waits for live calls before ending them.
+    pub drain_timeout_s: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_calls: 1000,
+            retry_after_s: 30,
+            drain_timeout_s: 300,
+        }
+    }
+}
+
+/// `[calls]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// Ring (180 Ringing) this long before answering; 0 answers at once.
+    pub ring_ms: u64,
+}
+
+/// `[[agents]]`: one agent and the called numbers (Request-URI users) routed to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The agent's id (`context.agent_id`).
+    pub id: String,
+    /// Directory holding the agent's `handler.py`.
+    pub dir: PathBuf,
+    /// Called numbers or users routed to this agent; `*` matches any.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+}
+
+/// A configuration that failed validation: every problem, each naming its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    /// One line per problem, `key: what is wrong`.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let cfg = Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let cfg: Config = toml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the values serde cannot: ranges, names, consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let sip = &self.sip;
+        if sip.t1_ms == 0 {
+            problems.push("sip.t1_ms: must be greater than 0".to_string());
+        }
+        if sip.t2_ms < sip.t1_ms {
+            problems.push("sip.t2_ms: must be at least sip.t1_ms".to_string());
+        }
+        if sip.user_agent.trim().is_empty() || sip.user_agent.contains(['\r', '\n']) {
+            problems.push("sip.user_agent: must be one non-empty line".to_string());
+        }
+        let m = &self.media;
+        if !m.rtp_port_min.is_multiple_of(2) {
+            problems.push(format!(
+                "media.rtp_port_min: {} is odd; RTP uses even ports (RFC 3550 11)",
+                m.rtp_port_min
+            ));
+        }
+        if m.rtp_port_min == 0 || m.rtp_port_max <= m.rtp_port_min {
+            problems.push(format!(
+                "media.rtp_port_max: range {}-{} holds no port pair",
+                m.rtp_port_min, m.rtp_port_max
+            ));
+        }
+        if let Err(e) = CodecPreference::from_names(m.codecs.iter().map(String::as_str)) {
+            problems.push(format!("media.codecs: {e}"));
+        }
+        if self.calls.ring_ms > 60_000 {
+            problems.push(format!(
+                "calls.ring_ms: {} is longer than a caller waits (max 60000)",
+                self.calls.ring_ms
+            ));
+        }
+        if self.limits.max_calls == 0 {
+            problems.push("limits.max_calls: must be greater than 0".to_string());
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            if a.id.trim().is_empty() {
+                problems.push(format!("agents[{i}].id: must not be empty"));
+            }
+            if !ids.insert(a.id.as_str()) {
+                problems.push(format!("agents[{i}].id: duplicate id {:?}", a.id));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The codec preference (validated in [`Config::validate`]).
+    pub fn codecs(&self) -> CodecPreference {
+        CodecPreference::from_names(self.media.codecs.iter().map(String::as_str))
+            .expect("validated codec list")
+    }
+
+    /// SIP timer values.
+    pub fn timers(&self) -> voicegate_sip::transaction::Timers {
+        voicegate_sip::transaction::Timers {
+            t1: Duration::from_millis(self.sip.t1_ms),
+            t2: Duration::from_millis(self.sip.t2_ms),
+            t4: Duration::from_millis(self.sip.t4_ms),
+        }
+    }
+
+    /// The agent a called user routes to: an exact number match, else a `*`
+    /// route, else the only agent when just one is configured and it lists no
+    /// numbers. `None` means 404.
+    pub fn route(&self, called: Option<&str>) -> Option<&AgentConfig> {
+        if let Some(user) = called
+            && let Some(a) = self
+                .agents
+                .iter()
+                .find(|a| a.numbers.iter().any(|n| n == user))
+        {
+            return Some(a);
+        }
+        if let Some(a) = self
+            .agents
+            .iter()
+            .find(|a| a.numbers.iter().any(|n| n == "*"))
+        {
+            return Some(a);
+        }
+        match self.agents.as_slice() {
+            [only] if only.numbers.is_empty() => Some(only),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let cfg = Config::parse("").unwrap();
+        assert_eq!(cfg.sip.listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(cfg.http.listen, "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../../../config/voicegate.toml");
+        let cfg = Config::parse(text).unwrap();
+        assert_eq!(cfg.sip.listen, "127.0.0.1:5060".parse().unwrap());
+        assert!(cfg.route(Some("anything")).is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::parse("[sip]\nlisten = \"127.0.0.1:5060\"\nlsten = 1\n").unwrap_err();
+        assert!(err.to_string().contains("lsten"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Config::parse(
+            "[media]\nrtp_port_min = 20001\nrtp_port_max = 20000\ncodecs = [\"G729\"]\n\
+             [limits]\nmax_calls = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "media.rtp_port_min",
+            "media.rtp_port_max",
+            "media.codecs",
+            "limits.max_calls",
+        ] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn routes_by_number_then_wildcard() {
+        let cfg = Config::parse(
+            "[[agents]]\nid = \"sales\"\ndir = \"a\"\nnumbers = [\"100\"]\n\
+             [[agents]]\nid = \"front\"\ndir = \"b\"\nnumbers = [\"*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.route(Some("100")).unwrap().id, "sales");
+        assert_eq!(cfg.route(Some("200")).unwrap().id, "front");
+        assert_eq!(cfg.route(None).unwrap().id, "front");
+        let cfg = Config::parse("[[agents]]\nid = \"sales\"\ndir = \"a\"\nnumbers = [\"100\"]\n")
+            .unwrap();
+        assert!(cfg.route(Some("200")).is_none());
+    }
+}

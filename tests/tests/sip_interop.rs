@@ -1,0 +1,303 @@
+//! SIPp against a real gateway on loopback: call flows over UDP and TCP,
+//! CANCEL, OPTIONS, malformed input, draining.
+
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use voicegate_tests::{
+    free_udp_port, require_tool, run_sipp, scenario, start_gateway, test_config,
+};
+
+const SIPP_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn hundred_calls(transport: &str) {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let gw = start_gateway(test_config()).await;
+    let run = run_sipp(
+        gw.sip_addr(),
+        &[
+            "-sn", "uac", "-t", transport, "-r", "20", "-m", "100", "-l", "100",
+        ],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (run.exit_code, run.successful, run.failed),
+        (0, 100, 0),
+        "sipp over {transport}:\n{}",
+        run.screen
+    );
+    assert!(
+        gw.wait_idle(Duration::from_secs(5)).await,
+        "calls left over"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_uac_100_calls_at_20_per_second_over_udp() {
+    hundred_calls("u1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_uac_100_calls_at_20_per_second_over_tcp() {
+    hundred_calls("t1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_answer_gets_487_and_the_call_ends_cleanly() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let mut cfg = test_config();
+    cfg.calls.ring_ms = 5_000;
+    let gw = start_gateway(cfg).await;
+    let sf = scenario("uac_cancel.xml");
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf.to_str().unwrap(), "-m", "3", "-r", "10"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (run.exit_code, run.successful, run.failed),
+        (0, 3, 0),
+        "{}",
+        run.screen
+    );
+    // Cancelled calls end at once, well before the 5 s ring would.
+    assert!(
+        gw.wait_idle(Duration::from_secs(2)).await,
+        "cancelled calls still live"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_gets_200_with_allow_and_accept() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let gw = start_gateway(test_config()).await;
+    let sf = scenario("options.xml");
+    for transport in ["u1", "t1"] {
+        let run = run_sipp(
+            gw.sip_addr(),
+            &["-sf", sf.to_str().unwrap(), "-t", transport, "-m", "1"],
+            SIPP_TIMEOUT,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (run.exit_code, run.successful),
+            (0, 1),
+            "{transport}:\n{}",
+            run.screen
+        );
+    }
+    gw.stop().await;
+}
+
+async fn exchange(sock: &UdpSocket, msg: &[u8], wait: Duration) -> Option<String> {
+    sock.send(msg).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    match tokio::time::timeout(wait, sock.recv(&mut buf)).await {
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    }
+}
+
+fn invite(
+    target: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    call_id: &str,
+    body: &str,
+    content_length: usize,
+) -> String {
+    format!(
+        "INVITE sip:100@{target} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{call_id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@{local}>;tag=t{call_id}\r\n\
+         To: <sip:100@{target}>\r\n\
+         Call-ID: {call_id}@127.0.0.1\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:caller@{local}>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: {content_length}\r\n\r\n{body}"
+    )
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                   m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_truncated_invite_get_400_or_drop_and_the_next_call_succeeds() {
+    let gw = start_gateway(test_config()).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(gw.sip_addr()).await.unwrap();
+    let local = sock.local_addr().unwrap();
+
+    // Binary garbage: nothing to answer, so it is dropped.
+    let garbage: Vec<u8> = (0..512u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    assert_eq!(
+        exchange(&sock, &garbage, Duration::from_millis(300)).await,
+        None
+    );
+    // A request line alone.
+    let reply = exchange(
+        &sock,
+        b"INVITE sip:x SIP/2.0\r\n\r\n",
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(
+        reply.is_none() || reply.as_deref().unwrap().starts_with("SIP/2.0 400"),
+        "{reply:?}"
+    );
+    // A truncated INVITE: Content-Length promises more body than arrived.
+    let truncated = invite(gw.sip_addr(), local, "trunc1", &SDP[..40], SDP.len());
+    let reply = exchange(&sock, truncated.as_bytes(), Duration::from_secs(2))
+        .await
+        .expect("truncated INVITE answered");
+    assert!(reply.starts_with("SIP/2.0 400 "), "{reply}");
+    assert!(reply.contains("Call-ID: trunc1@127.0.0.1"), "{reply}");
+    // Garbage on TCP closes that connection only.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(gw.sip_addr()).await.unwrap();
+        tcp.write_all(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        assert!(n == 0 || buf.starts_with(b"SIP/2.0 400"), "{:?}", &buf[..n]);
+    }
+
+    // A well-formed INVITE now gets through to a 200 with an SDP answer.
+    let good = invite(gw.sip_addr(), local, "good1", SDP, SDP.len());
+    sock.send(good.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let answer = loop {
+        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+            .await
+            .expect("answer in time")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 100") {
+            break text;
+        }
+    };
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(answer.contains("m=audio "), "{answer}");
+    // ACK and BYE it, so the call ends now rather than at the ACK timeout.
+    let to = answer
+        .lines()
+        .find(|l| l.starts_with("To:"))
+        .expect("To in 200")
+        .to_string();
+    let target = gw.sip_addr();
+    for (method, branch) in [("ACK", "z9hG4bKgoodack"), ("BYE", "z9hG4bKgoodbye")] {
+        let cseq = if method == "ACK" { 1 } else { 2 };
+        let req = format!(
+            "{method} sip:100@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:caller@{local}>;tag=tgood1\r\n{to}\r\n\
+             Call-ID: good1@127.0.0.1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send(req.as_bytes()).await.unwrap();
+    }
+    let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+        .await
+        .expect("BYE answered in time")
+        .unwrap();
+    let bye_ok = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        bye_ok.starts_with("SIP/2.0 200") && bye_ok.contains("CSeq: 2 BYE"),
+        "{bye_ok}"
+    );
+    assert!(gw.wait_idle(Duration::from_secs(2)).await);
+
+    if require_tool("sipp", "sip-tester") {
+        let run = run_sipp(
+            gw.sip_addr(),
+            &["-sn", "uac", "-m", "5", "-r", "10"],
+            SIPP_TIMEOUT,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (run.exit_code, run.successful, run.failed),
+            (0, 5, 0),
+            "{}",
+            run.screen
+        );
+    }
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_common_codec_gets_488_with_warning() {
+    let gw = start_gateway(test_config()).await;
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.connect(gw.sip_addr()).await.unwrap();
+    let local = sock.local_addr().unwrap();
+    let g729 = SDP
+        .replace("RTP/AVP 0", "RTP/AVP 18")
+        .replace("0 PCMU/8000", "18 G729/8000");
+    let msg = invite(gw.sip_addr(), local, "g729", &g729, g729.len());
+    sock.send(msg.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let reply = loop {
+        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 100") {
+            break text;
+        }
+    };
+    assert!(reply.starts_with("SIP/2.0 488"), "{reply}");
+    assert!(
+        reply.contains("Warning: 305 voicegate \"Incompatible media format"),
+        "{reply}"
+    );
+    assert!(reply.contains("G729/8000"), "{reply}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_gateway_answers_503_with_retry_after() {
+    let gw = start_gateway(test_config()).await;
+    gw.drain();
+    let sock = UdpSocket::bind(("127.0.0.1", free_udp_port()))
+        .await
+        .unwrap();
+    sock.connect(gw.sip_addr()).await.unwrap();
+    let local = sock.local_addr().unwrap();
+    let msg = invite(gw.sip_addr(), local, "drain1", SDP, SDP.len());
+    sock.send(msg.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let reply = loop {
+        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 100") {
+            break text;
+        }
+    };
+    assert!(reply.starts_with("SIP/2.0 503"), "{reply}");
+    assert!(reply.contains("Retry-After: 30"), "{reply}");
+    gw.stop().await;
+}

@@ -32,6 +32,13 @@ enum Command {
         #[arg(long)]
         http: Option<SocketAddr>,
     },
+    /// Talk to an agent in text: each stdin line is a TextEvent (source
+    /// "text"), every event the handler yields is printed as one JSON line.
+    Chat {
+        /// The agent directory (holding handler.py).
+        #[arg(long)]
+        agent: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +69,12 @@ fn main() -> anyhow::Result<()> {
             }
             runtime.block_on(voicegate::run(cfg, || Box::pin(shutdown_signal())))
         }
+        Command::Chat { agent } => runtime.block_on(async {
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            voicegate_engine::chat::run(&agent, stdin, tokio::io::stdout())
+                .await
+                .with_context(|| format!("agent {}", agent.display()))
+        }),
     }
 }
 

@@ -1,0 +1,4 @@
+from primfunctions.events import Event
+
+async def handler(event: Event, context)
+    yield None

@@ -71,11 +71,12 @@ pub fn test_config() -> Config {
     let mut cfg = Config::default();
     cfg.sip.listen = "127.0.0.1:0".parse().unwrap();
     cfg.http.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.agents.push(voicegate::config::AgentConfig {
-        id: "echo".into(),
-        dir: repo_root().join("config/agents/echo"),
-        numbers: vec!["*".into()],
-    });
+    let echo: voicegate::config::AgentConfig = toml::from_str(&format!(
+        "id = \"echo\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n",
+        repo_root().join("config/agents/echo")
+    ))
+    .expect("agent table");
+    cfg.agents.push(echo);
     cfg
 }
 

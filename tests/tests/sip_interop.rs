@@ -102,6 +102,40 @@ async fn options_gets_200_with_allow_and_accept() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_stop_event_ends_the_call_with_bye() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let mut cfg = test_config();
+    cfg.agents[0] = toml::from_str(&format!(
+        "id = \"hang_up\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n",
+        voicegate_tests::repo_root().join("tests/agents/hang_up")
+    ))
+    .unwrap();
+    let gw = start_gateway(cfg).await;
+    let sf = scenario("uac_wait_bye.xml");
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf.to_str().unwrap(), "-m", "3", "-r", "3"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (run.exit_code, run.successful, run.failed),
+        (0, 3, 0),
+        "{}",
+        run.screen
+    );
+    // Each session's clean-up StopEvent ran before the call task ended.
+    assert!(
+        gw.wait_idle(Duration::from_secs(10)).await,
+        "sessions still live"
+    );
+    gw.stop().await;
+}
+
 async fn exchange(sock: &UdpSocket, msg: &[u8], wait: Duration) -> Option<String> {
     sock.send(msg).await.unwrap();
     let mut buf = vec![0u8; 65536];

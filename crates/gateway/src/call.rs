@@ -11,8 +11,8 @@ use voicegate_media::port_pool::PortLease;
 use voicegate_sdp::{AnswerParams, NegotiationError, SessionDescription};
 use voicegate_sip::endpoint::{CallHandle, EndReason, IncomingCall};
 
-use crate::Shared;
 use crate::redact::Redacted;
+use crate::{Shared, conversation};
 
 /// What the router or the gateway tells a call task.
 #[derive(Debug)]
@@ -86,7 +86,20 @@ async fn inbound(
                         _rtcp: rtcp,
                         _ports: guard,
                     };
-                    let reason = hold(&shared, call, &mut signals, media).await;
+                    let reason = match shared.agents.get(&agent) {
+                        Some(a) => {
+                            conversation::converse(
+                                &shared,
+                                call,
+                                &incoming.call_id,
+                                a,
+                                &mut signals,
+                                media,
+                            )
+                            .await
+                        }
+                        None => hold(&shared, call, &mut signals, media).await,
+                    };
                     tracing::info!(reason = reason.label(), "call ended");
                     reason.label()
                 }
@@ -139,8 +152,8 @@ impl From<NegotiationError> for Refusal {
 }
 
 /// The media side of an answered call.
-struct CallMedia {
-    rtp: tokio::net::UdpSocket,
+pub(crate) struct CallMedia {
+    pub(crate) rtp: tokio::net::UdpSocket,
     _rtcp: tokio::net::UdpSocket,
     _ports: voicegate_media::port_pool::PortGuard,
 }
@@ -250,8 +263,8 @@ async fn ring_then_answer(
     Ok(())
 }
 
-/// The answered call's life: until the SIP side ends it. Media input is
-/// received and counted; the media pipeline replaces this loop.
+/// An answered call with no loaded agent (the route names an agent that is
+/// not loaded): held until the SIP side ends it, media counted.
 async fn hold(
     shared: &Shared,
     call: CallHandle,

@@ -151,6 +151,23 @@ pub struct AgentConfig {
     /// Called numbers or users routed to this agent; `*` matches any.
     #[serde(default)]
     pub numbers: Vec<String>,
+    /// `context.environment` for the handler.
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// `context.variables` for the handler (any TOML table).
+    #[serde(default)]
+    pub variables: serde_json::Map<String, serde_json::Value>,
+    /// Sandbox worker processes for this agent.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+fn default_environment() -> String {
+    "development".to_string()
+}
+
+fn default_workers() -> usize {
+    2
 }
 
 /// A configuration that failed validation: every problem, each naming its key.
@@ -219,6 +236,12 @@ impl Config {
         for (i, a) in self.agents.iter().enumerate() {
             if a.id.trim().is_empty() {
                 problems.push(format!("agents[{i}].id: must not be empty"));
+            }
+            if a.workers == 0 || a.workers > 64 {
+                problems.push(format!(
+                    "agents[{i}].workers: {} is outside 1..=64",
+                    a.workers
+                ));
             }
             if !ids.insert(a.id.as_str()) {
                 problems.push(format!("agents[{i}].id: duplicate id {:?}", a.id));

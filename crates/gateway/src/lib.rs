@@ -16,6 +16,7 @@
 pub mod config;
 
 mod call;
+mod conversation;
 mod http;
 mod redact;
 
@@ -29,6 +30,7 @@ use anyhow::Context as _;
 use dashmap::DashMap;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use voicegate_engine::{PythonAgent, PythonAgentConfig};
 use voicegate_media::port_pool::SharedPortPool;
 use voicegate_sip::endpoint::{CallHandle, EndpointConfig, Event};
 use voicegate_sip::transport::{self, SipHandle, TransportConfig};
@@ -42,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) sip: SipHandle,
     pub(crate) ports: SharedPortPool,
+    /// Loaded agents by id.
+    pub(crate) agents: std::collections::HashMap<String, PythonAgent>,
     pub(crate) draining: AtomicBool,
     /// Live calls: where the router forwards each call's SIP events.
     pub(crate) calls: DashMap<CallHandle, mpsc::Sender<CallSignal>>,
@@ -127,6 +131,9 @@ impl Gateway {
         for t in &self.tasks {
             t.abort();
         }
+        for agent in self.shared.agents.values() {
+            agent.shutdown();
+        }
     }
 }
 
@@ -155,6 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         Duration::from_secs(config.media.port_quarantine_s),
     )
     .context("media port range")?;
+    let agents = load_agents(&config).await?;
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot bind HTTP on {} (http.listen)", config.http.listen))?;
@@ -164,6 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         config,
         sip,
         ports,
+        agents,
         draining: AtomicBool::new(false),
         calls: DashMap::new(),
         active: AtomicUsize::new(0),
@@ -225,6 +234,27 @@ async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
             }
         }
     }
+}
+
+/// Loads every configured agent (creating the sandbox venv on first use) and
+/// starts its worker pool; an agent that cannot be loaded stops the start.
+async fn load_agents(
+    config: &Config,
+) -> anyhow::Result<std::collections::HashMap<String, PythonAgent>> {
+    let mut agents = std::collections::HashMap::new();
+    for a in &config.agents {
+        let mut cfg = PythonAgentConfig::new(&a.dir);
+        cfg.agent_id = Some(a.id.clone());
+        cfg.environment = a.environment.clone();
+        cfg.variables = a.variables.clone();
+        cfg.pool.workers = a.workers;
+        let agent = PythonAgent::load(cfg)
+            .await
+            .with_context(|| format!("agent {:?} (agents.dir = {})", a.id, a.dir.display()))?;
+        tracing::info!(agent = %a.id, dir = %a.dir.display(), workers = a.workers, "agent loaded");
+        agents.insert(a.id.clone(), agent);
+    }
+    Ok(agents)
 }
 
 fn forward(shared: &Shared, call: CallHandle, signal: CallSignal) {

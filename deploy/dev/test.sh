@@ -12,6 +12,8 @@ cargo test --workspace --all-targets
 cargo test --workspace --doc
 # The fuzz targets are their own workspace; build them so they keep compiling
 # (running them needs nightly: see crates/sip/fuzz/Cargo.toml).
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
-  cargo build --manifest-path crates/sip/fuzz/Cargo.toml
+for fuzz in crates/sip/fuzz crates/media/fuzz; do
+  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
+    cargo build --manifest-path "$fuzz/Cargo.toml"
+done
 echo "test.sh: all tests passed"

@@ -303,7 +303,12 @@ impl DtmfSender {
 
     /// Called once per frame with the media timestamp of this frame and the frame
     /// length in RTP clock units. Returns the packet to send instead of audio, if any.
-    pub fn poll(&mut self, media_ts: u32, frame_units: u32, clock_rate: u32) -> Option<EventPacket> {
+    pub fn poll(
+        &mut self,
+        media_ts: u32,
+        frame_units: u32,
+        clock_rate: u32,
+    ) -> Option<EventPacket> {
         if self.current.is_none() {
             if self.gap > 0 {
                 self.gap -= 1;
@@ -403,14 +408,23 @@ mod tests {
     fn lost_end_reported_on_next_event_or_timeout() {
         let t = Instant::now();
         let mut rx = DtmfReceiver::new(8000);
-        assert_eq!(rx.handle_packet(1, 1000, &pkt(2, false, 400), t).unwrap(), None);
-        let d = rx.handle_packet(1, 5000, &pkt(3, false, 160), t).unwrap().unwrap();
+        assert_eq!(
+            rx.handle_packet(1, 1000, &pkt(2, false, 400), t).unwrap(),
+            None
+        );
+        let d = rx
+            .handle_packet(1, 5000, &pkt(3, false, 160), t)
+            .unwrap()
+            .unwrap();
         assert_eq!(d.digit, '2');
         assert_eq!(rx.handle_timeout(t + Duration::from_millis(100)), None);
         let d = rx.handle_timeout(t + Duration::from_millis(400)).unwrap();
         assert_eq!(d.digit, '3');
         // A late end packet of the finished event is ignored.
-        assert_eq!(rx.handle_packet(1, 5000, &pkt(3, true, 800), t).unwrap(), None);
+        assert_eq!(
+            rx.handle_packet(1, 5000, &pkt(3, true, 800), t).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -418,7 +432,11 @@ mod tests {
         let mut rx = DtmfReceiver::new(8000);
         assert!(rx.handle_packet(1, 0, &[1, 2], Instant::now()).is_err());
         // Non-DTMF events (flash) complete silently.
-        assert_eq!(rx.handle_packet(1, 0, &pkt(16, true, 100), Instant::now()).unwrap(), None);
+        assert_eq!(
+            rx.handle_packet(1, 0, &pkt(16, true, 100), Instant::now())
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -414,8 +414,14 @@ mod tests {
             let u = ulaw_to_linear(linear_to_ulaw(v)) as i32;
             let a = alaw_to_linear(linear_to_alaw(v)) as i32;
             let tol = (v as i32).abs() / 16 + 16;
-            assert!((u - v as i32).abs() <= tol.max(1100 * ((v as i32).abs() > 31000) as i32), "mu {v} -> {u}");
-            assert!((a - v as i32).abs() <= tol.max(1100 * ((v as i32).abs() > 31000) as i32), "A {v} -> {a}");
+            assert!(
+                (u - v as i32).abs() <= tol.max(1100 * ((v as i32).abs() > 31000) as i32),
+                "mu {v} -> {u}"
+            );
+            assert!(
+                (a - v as i32).abs() <= tol.max(1100 * ((v as i32).abs() > 31000) as i32),
+                "A {v} -> {a}"
+            );
         }
     }
 

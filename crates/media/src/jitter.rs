@@ -389,6 +389,11 @@ impl JitterBuffer {
             }
             self.last_ts = Some((ext, timestamp));
         }
+        // Telephone-event packets keep the event's start timestamp for its whole
+        // duration (RFC 4733 2.5.1.3): their transit is not a jitter sample.
+        if kind != PacketKind::Audio {
+            return;
+        }
         let transit = arrival - timestamp as i64;
         if let Some(prev) = self.last_transit {
             let d = (transit - prev).abs() as f64;
@@ -396,7 +401,11 @@ impl JitterBuffer {
                 // More than 1 s of disagreement: a timestamp jump, not jitter.
                 self.stats.timestamp_jumps += 1;
             } else {
-                let gain = if d > self.jitter_ts { 0.25 } else { 1.0 / 128.0 };
+                let gain = if d > self.jitter_ts {
+                    0.25
+                } else {
+                    1.0 / 128.0
+                };
                 self.jitter_ts += (d - self.jitter_ts) * gain;
             }
         }
@@ -538,7 +547,11 @@ mod tests {
 
     /// Feeds packets (seq, arrival ms) and pops every 20 ms; returns the sequence of
     /// outcomes as compact tags: Some(seq byte) for frames, None for lost/skip.
-    fn run(arrivals: &[(u16, u64)], pops: usize, cfg: JitterConfig) -> (Vec<Option<u8>>, JitterStats) {
+    fn run(
+        arrivals: &[(u16, u64)],
+        pops: usize,
+        cfg: JitterConfig,
+    ) -> (Vec<Option<u8>>, JitterStats) {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(cfg, 8000);
         let mut out = Vec::new();
@@ -594,7 +607,10 @@ mod tests {
 
     #[test]
     fn loss_is_reported_and_late_counted() {
-        let mut arr: Vec<_> = (0..40u16).filter(|s| *s != 15 && *s != 16).map(|s| (s, s as u64 * 20)).collect();
+        let mut arr: Vec<_> = (0..40u16)
+            .filter(|s| *s != 15 && *s != 16)
+            .map(|s| (s, s as u64 * 20))
+            .collect();
         arr.push((16, 40 * 20)); // 16 arrives way too late
         let (out, st) = run(&arr, 50, JitterConfig::default());
         let frames: Vec<u8> = out.iter().flatten().copied().collect();
@@ -611,7 +627,10 @@ mod tests {
             .map(|s| (s, s as u64 * 20 + [0u64, 30, 5, 40, 10][s as usize % 5]))
             .collect();
         let (out, st) = run(&arr, 320, JitterConfig::default());
-        assert!(st.target_delay_ms > 20 && st.target_delay_ms <= 200, "{st:?}");
+        assert!(
+            st.target_delay_ms > 20 && st.target_delay_ms <= 200,
+            "{st:?}"
+        );
         let frames = out.iter().flatten().count();
         assert!(frames >= 290, "frames {frames} {st:?}");
     }
@@ -644,9 +663,15 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default(), 8000);
         jb.push(1, 100, 0, &[1], PacketKind::Audio, t0);
         assert!(matches!(jb.pop(t0), Pop::Frame { .. }));
-        assert_eq!(jb.push(2, 5000, 999, &[2], PacketKind::Audio, t0), Push::Accepted);
+        assert_eq!(
+            jb.push(2, 5000, 999, &[2], PacketKind::Audio, t0),
+            Push::Accepted
+        );
         assert!(matches!(jb.pop(t0), Pop::Frame { payload: [2], .. }));
-        assert_eq!(jb.push(1, 101, 160, &[1], PacketKind::Audio, t0), Push::StaleSsrc);
+        assert_eq!(
+            jb.push(1, 101, 160, &[1], PacketKind::Audio, t0),
+            Push::StaleSsrc
+        );
         assert_eq!(jb.stats().ssrc_changes, 1);
     }
 
@@ -656,7 +681,14 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default(), 8000);
         for (i, seq) in [65534u16, 65535, 0, 1].iter().enumerate() {
             let at = t0 + Duration::from_millis(i as u64 * 20);
-            jb.push(1, *seq, i as u32 * 160, &[*seq as u8], PacketKind::Audio, at);
+            jb.push(
+                1,
+                *seq,
+                i as u32 * 160,
+                &[*seq as u8],
+                PacketKind::Audio,
+                at,
+            );
         }
         let mut got = vec![];
         for _ in 0..4 {
@@ -665,7 +697,14 @@ mod tests {
             }
         }
         assert_eq!(got, vec![254, 255, 0, 1]);
-        jb.push(1, 30000, 9_000_000, &[9], PacketKind::Audio, t0 + Duration::from_millis(80));
+        jb.push(
+            1,
+            30000,
+            9_000_000,
+            &[9],
+            PacketKind::Audio,
+            t0 + Duration::from_millis(80),
+        );
         assert_eq!(jb.stats().resyncs, 1);
         assert!(matches!(jb.pop(t0), Pop::Frame { payload: [9], .. }));
         assert_eq!(jb.stats().timestamp_jumps, 0);
@@ -676,7 +715,14 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default(), 8000);
         jb.push(1, 1, 0, &[1], PacketKind::Audio, t0);
-        jb.push(1, 2, 80_000_000, &[2], PacketKind::Audio, t0 + Duration::from_millis(20));
+        jb.push(
+            1,
+            2,
+            80_000_000,
+            &[2],
+            PacketKind::Audio,
+            t0 + Duration::from_millis(20),
+        );
         assert!(matches!(jb.pop(t0), Pop::Frame { payload: [1], .. }));
         assert!(matches!(jb.pop(t0), Pop::Frame { payload: [2], .. }));
         assert_eq!(jb.stats().lost, 0);
@@ -705,7 +751,12 @@ mod tests {
         assert!(matches!(jb.pop(t0), Pop::Frame { .. }));
         // One frame of grace for a reordered packet, then the loss with FEC data.
         assert_eq!(jb.pop(t0), Pop::Lost { next: None });
-        assert_eq!(jb.pop(t0), Pop::Lost { next: Some(&[3][..]) });
+        assert_eq!(
+            jb.pop(t0),
+            Pop::Lost {
+                next: Some(&[3][..])
+            }
+        );
         assert!(matches!(jb.pop(t0), Pop::Frame { payload: [3], .. }));
     }
 
@@ -713,7 +764,10 @@ mod tests {
     fn oversized_and_burst_do_not_panic() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default(), 8000);
-        assert_eq!(jb.push(1, 1, 0, &[0; 2000], PacketKind::Audio, t0), Push::TooLarge);
+        assert_eq!(
+            jb.push(1, 1, 0, &[0; 2000], PacketKind::Audio, t0),
+            Push::TooLarge
+        );
         // A burst of 200 packets at once (network stall) keeps the delay capped.
         for s in 0..200u16 {
             jb.push(1, s, s as u32 * 160, &[s as u8], PacketKind::Audio, t0);

@@ -4,7 +4,8 @@
 //!
 //! * [`rtp`]: RTP packet parsing (on top of the `rtp` / `webrtc-util` crates),
 //!   RFC 3550 sequence/timestamp bookkeeping, symmetric-RTP latching, the sender.
-//! * [`g711`], [`opus`]: codecs with loss concealment; [`resample`]: rubato wrappers.
+//! * [`g711`], [`opus`]: codecs with loss concealment, behind [`codec`]'s
+//!   `AudioDecoder` / `AudioEncoder`; [`resample`]: rubato wrappers.
 //! * [`jitter`]: adaptive jitter buffer; [`dtmf`]: RFC 4733 telephone-event.
 //! * [`vad`]: voice activity detection with onset/hangover and pre-roll.
 //! * [`playout`]: paced queue of agent audio with barge-in flush and background mix.
@@ -13,6 +14,20 @@
 //! * [`port_pool`]: RTP/RTCP port pairs with quarantine.
 //! * [`pipeline`]: [`pipeline::CallMedia`], the sans-IO core of one call that ties
 //!   the pieces together; [`driver`]: the tokio task that owns the sockets.
+//!
+//! # Using it from the gateway
+//!
+//! ```text
+//! let lease = pool.lease().await?;                      // port_pool::SharedPortPool
+//! let cfg = MediaConfig::new(NegotiatedParams { .. });  // from the SDP answer
+//! let (handle, mut events) = MediaSession::start(cfg, lease)?;
+//! // events: SpeechStart / SpeechFrame (16 kHz, pre-roll first) / SpeechEnd,
+//! //         Dtmf, BargeIn, Playout(Started | Finished | Interrupted), Latched, RemoteBye
+//! handle.play(id, interruptible, pcm, tts_rate_hz)?;    // or handle.stream(..)
+//! handle.flush()?;                                      // barge-in
+//! let control = handle.control();                       // cloneable, for other tasks
+//! let stats = handle.stop().await;                      // CallStats
+//! ```
 //!
 //! # The drain rule
 //!
@@ -28,16 +43,26 @@
 //! decode, resample, VAD, playout, encode, send) does not allocate; a test with a
 //! counting global allocator (`tests/no_alloc.rs`) holds that line.
 
+pub mod codec;
+pub mod driver;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod opus;
+pub mod pipeline;
+pub mod playout;
 pub mod port_pool;
+pub mod recording;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod vad;
 
 mod error;
 mod types;
 
+pub use driver::{MediaControl, MediaHandle, MediaSession, PlayoutStream};
 pub use error::MediaError;
+pub use pipeline::{CallMedia, CallStats, MediaConfig, MediaEvent};
+pub use playout::{PlayoutEvent, SegmentId};
 pub use types::{Codec, NegotiatedParams};

@@ -39,7 +39,7 @@ impl PortPool {
                 reason: "range must hold at least one even/odd port pair",
             });
         }
-        let free: VecDeque<u16> = (start..last).step_by(2).filter(|p| p + 1 <= last).collect();
+        let free: VecDeque<u16> = (start..last).step_by(2).filter(|p| *p < last).collect();
         if free.is_empty() {
             return Err(MediaError::Config {
                 key: "media.rtp_port_range",
@@ -139,7 +139,12 @@ impl Drop for PortGuard {
 
 impl SharedPortPool {
     /// A pool binding on `ip` over `[first, last]`.
-    pub fn new(ip: IpAddr, first: u16, last: u16, quarantine: Duration) -> Result<Self, MediaError> {
+    pub fn new(
+        ip: IpAddr,
+        first: u16,
+        last: u16,
+        quarantine: Duration,
+    ) -> Result<Self, MediaError> {
         Ok(Self {
             inner: Arc::new(Mutex::new(PortPool::new(first, last, quarantine)?)),
             ip,
@@ -199,12 +204,21 @@ mod tests {
         // 10002/3, 10004/5, 10006/7
         assert_eq!(pool.available(), 3);
         let a = pool.allocate(t0).unwrap();
-        assert_eq!(a, PortPair { rtp: 10002, rtcp: 10003 });
+        assert_eq!(
+            a,
+            PortPair {
+                rtp: 10002,
+                rtcp: 10003
+            }
+        );
         let b = pool.allocate(t0).unwrap();
         let c = pool.allocate(t0).unwrap();
         assert!(pool.allocate(t0).is_none());
         pool.release(a, t0);
-        assert!(pool.allocate(t0 + Duration::from_secs(10)).is_none(), "quarantined");
+        assert!(
+            pool.allocate(t0 + Duration::from_secs(10)).is_none(),
+            "quarantined"
+        );
         assert_eq!(pool.allocate(t0 + Duration::from_secs(31)), Some(a));
         pool.release(b, t0);
         pool.release(c, t0);
@@ -219,7 +233,13 @@ mod tests {
 
     #[tokio::test]
     async fn lease_binds_and_releases() {
-        let pool = SharedPortPool::new("127.0.0.1".parse().unwrap(), 41000, 41011, Duration::from_secs(60)).unwrap();
+        let pool = SharedPortPool::new(
+            "127.0.0.1".parse().unwrap(),
+            41000,
+            41011,
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let before = pool.available();
         let lease = pool.lease().await.unwrap();
         assert_eq!(lease.pair().rtp % 2, 0);

@@ -31,8 +31,10 @@ impl Resampler {
     /// A resampler taking chunks of `from_hz / 50` samples (20 ms) and producing
     /// `to_hz / 50`.
     pub fn new_20ms(from_hz: u32, to_hz: u32) -> Result<Self, MediaError> {
-        if from_hz % 50 != 0 || to_hz % 50 != 0 || from_hz == 0 || to_hz == 0 {
-            return Err(MediaError::Unsupported("sample rate must be a multiple of 50 Hz"));
+        if !from_hz.is_multiple_of(50) || !to_hz.is_multiple_of(50) || from_hz == 0 || to_hz == 0 {
+            return Err(MediaError::Unsupported(
+                "sample rate must be a multiple of 50 Hz",
+            ));
         }
         let chunk_in = (from_hz / 50) as usize;
         let chunk_out = (to_hz / 50) as usize;
@@ -101,33 +103,98 @@ impl Resampler {
     }
 }
 
+/// Streaming conversion of audio that arrives in pieces of any length (streamed
+/// TTS): output is continuous across pieces, the resampler delay is removed, and
+/// after [`StreamResampler::finish`] exactly `input * to / from` samples came out.
+/// Runs where the audio is produced, not on the media task (it appends to `Vec`s).
+#[derive(Debug)]
+pub struct StreamResampler {
+    r: Resampler,
+    chunk: Vec<i16>,
+    chunk_len: usize,
+    frame: Vec<i16>,
+    /// Output samples still to drop (the resampler's delay).
+    skip: usize,
+    consumed: u64,
+    produced: u64,
+    from_hz: u32,
+    to_hz: u32,
+}
+
+impl StreamResampler {
+    /// A converter from `from_hz` to `to_hz` (multiples of 50 Hz).
+    pub fn new(from_hz: u32, to_hz: u32) -> Result<Self, MediaError> {
+        let r = Resampler::new_20ms(from_hz, to_hz)?;
+        let skip = if from_hz == to_hz { 0 } else { r.chunk_out };
+        Ok(Self {
+            chunk: vec![0; r.chunk_in],
+            chunk_len: 0,
+            frame: vec![0; r.chunk_out],
+            skip,
+            consumed: 0,
+            produced: 0,
+            from_hz,
+            to_hz,
+            r,
+        })
+    }
+
+    fn emit(&mut self, out: &mut Vec<i16>) -> Result<(), MediaError> {
+        let n = self.r.process(&self.chunk, &mut self.frame)?;
+        let skip = self.skip.min(n);
+        self.skip -= skip;
+        out.extend_from_slice(&self.frame[skip..n]);
+        self.produced += (n - skip) as u64;
+        self.chunk_len = 0;
+        Ok(())
+    }
+
+    /// Converts `input`, appending what is ready to `out`.
+    pub fn push(&mut self, mut input: &[i16], out: &mut Vec<i16>) -> Result<(), MediaError> {
+        self.consumed += input.len() as u64;
+        while !input.is_empty() {
+            let take = (self.chunk.len() - self.chunk_len).min(input.len());
+            self.chunk[self.chunk_len..self.chunk_len + take].copy_from_slice(&input[..take]);
+            self.chunk_len += take;
+            input = &input[take..];
+            if self.chunk_len == self.chunk.len() {
+                self.emit(out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the tail (zero-padded) so the total output matches the input
+    /// duration exactly.
+    pub fn finish(&mut self, out: &mut Vec<i16>) -> Result<(), MediaError> {
+        let expected = self.consumed * self.to_hz as u64 / self.from_hz as u64;
+        let mut guard = 0;
+        while self.produced < expected && guard < 4 {
+            self.chunk[self.chunk_len..].fill(0);
+            self.chunk_len = self.chunk.len();
+            self.emit(out)?;
+            guard += 1;
+        }
+        if self.produced > expected {
+            let extra = (self.produced - expected) as usize;
+            out.truncate(out.len().saturating_sub(extra));
+            self.produced = expected;
+        }
+        Ok(())
+    }
+}
+
 /// Converts a whole buffer at once (allocates; for set-up work such as loading a
 /// background track, never on the 20 ms path). The output is delay-compensated.
 pub fn resample_all(input: &[i16], from_hz: u32, to_hz: u32) -> Result<Vec<i16>, MediaError> {
     if from_hz == to_hz {
         return Ok(input.to_vec());
     }
-    let mut r = Resampler::new_20ms(from_hz, to_hz)?;
-    let expected = (input.len() as u64 * to_hz as u64 / from_hz as u64) as usize;
-    let mut out = Vec::with_capacity(expected + 2 * r.chunk_out);
-    let mut chunk = vec![0i16; r.chunk_in];
-    let mut frame = vec![0i16; r.chunk_out];
-    let mut pos = 0;
-    // Feed the input plus one chunk of zeros to flush the resampler's delay.
-    while pos < input.len() + 2 * r.chunk_in {
-        chunk.fill(0);
-        if pos < input.len() {
-            let n = (input.len() - pos).min(r.chunk_in);
-            chunk[..n].copy_from_slice(&input[pos..pos + n]);
-        }
-        let n = r.process(&chunk, &mut frame)?;
-        out.extend_from_slice(&frame[..n]);
-        pos += r.chunk_in;
-    }
-    // FftFixedInOut delays by one output chunk.
-    let delay = r.chunk_out.min(out.len());
-    out.drain(..delay);
-    out.truncate(expected);
+    let mut s = StreamResampler::new(from_hz, to_hz)?;
+    let mut out =
+        Vec::with_capacity((input.len() as u64 * to_hz as u64 / from_hz as u64) as usize + 1024);
+    s.push(input, &mut out)?;
+    s.finish(&mut out)?;
     Ok(out)
 }
 
@@ -137,7 +204,10 @@ mod tests {
 
     fn tone(rate: u32, freq: f32, n: usize) -> Vec<i16> {
         (0..n)
-            .map(|i| (10000.0 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin()) as i16)
+            .map(|i| {
+                (10000.0 * (2.0 * std::f32::consts::PI * freq * i as f32 / rate as f32).sin())
+                    as i16
+            })
             .collect()
     }
 
@@ -171,13 +241,45 @@ mod tests {
 
     #[test]
     fn other_rates_and_passthrough() {
-        for (a, b) in [(48000, 16000), (16000, 8000), (24000, 8000), (22050, 8000), (16000, 16000)] {
+        for (a, b) in [
+            (48000, 16000),
+            (16000, 8000),
+            (24000, 8000),
+            (22050, 8000),
+            (16000, 16000),
+        ] {
             let r = Resampler::new_20ms(a, b).unwrap();
             assert_eq!(r.chunk_out(), (b / 50) as usize);
         }
         assert!(Resampler::new_20ms(11025, 8000).is_err());
         let mut r = Resampler::new_20ms(8000, 16000).unwrap();
         assert!(r.process(&[0; 10], &mut [0; 320]).is_err());
+    }
+
+    #[test]
+    fn streaming_equals_whole_and_keeps_length() {
+        let input = tone(24000, 440.0, 24000 + 77);
+        let whole = resample_all(&input, 24000, 16000).unwrap();
+        let mut s = StreamResampler::new(24000, 16000).unwrap();
+        let mut out = Vec::new();
+        for piece in input.chunks(1234) {
+            s.push(piece, &mut out).unwrap();
+        }
+        s.finish(&mut out).unwrap();
+        assert_eq!(out.len(), (24077u64 * 16000 / 24000) as usize);
+        assert_eq!(out, whole);
+        // Continuous across pieces: no dip in the tone's envelope at boundaries.
+        let min_peak = out[400..out.len() - 400]
+            .chunks(64)
+            .map(|c| c.iter().map(|s| s.unsigned_abs()).max().unwrap())
+            .min()
+            .unwrap();
+        assert!(min_peak > 9000, "min peak {min_peak}");
+        let mut same = StreamResampler::new(8000, 8000).unwrap();
+        let mut o = Vec::new();
+        same.push(&[1, 2, 3], &mut o).unwrap();
+        same.finish(&mut o).unwrap();
+        assert_eq!(o, vec![1, 2, 3]);
     }
 
     #[test]

@@ -488,7 +488,9 @@ mod tests {
         s.seq = seq;
         s.ssrc = ssrc;
         let mut buf = vec![0u8; 12 + payload.len()];
-        let n = s.write_with_timestamp(&mut buf, 0, false, ts, payload).unwrap();
+        let n = s
+            .write_with_timestamp(&mut buf, 0, false, ts, payload)
+            .unwrap();
         buf.truncate(n);
         buf
     }
@@ -519,7 +521,9 @@ mod tests {
         assert!(parse(&[0x80, 0]).is_err());
         assert!(parse(&[0x40; 20]).is_err());
         // Extension element that claims more bytes than the packet has.
-        let p = [0x90u8, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xBE, 0xDE, 0, 1, 0x1F, 0, 0, 0];
+        let p = [
+            0x90u8, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xBE, 0xDE, 0, 1, 0x1F, 0, 0, 0,
+        ];
         let _ = parse(&p);
         // RTCP SR on the RTP port.
         assert!(parse(&[0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0]).is_err());

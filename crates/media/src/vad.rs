@@ -11,6 +11,9 @@ use crate::MediaError;
 pub const FRAME_16K: usize = 320;
 const FRAME_MS: u32 = 20;
 const EARSHOT_FRAME: usize = 256;
+/// Frames whose peak stays below this (about -60 dBFS) are silence without
+/// asking the detector.
+const SILENCE_PEAK: u16 = 32;
 
 /// One 20 ms frame of 16 kHz mono PCM.
 pub type Frame16k = [i16; FRAME_16K];
@@ -55,6 +58,8 @@ impl Default for VadConfig {
 }
 
 /// Output of the VAD.
+// Frames travel inline: boxing them would allocate on the 20 ms path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum VadEvent {
     /// Speech began at this stream position (start of the onset).
@@ -76,6 +81,8 @@ pub enum VadEvent {
     },
 }
 
+// One detector per call, never moved on the media path.
+#[allow(clippy::large_enum_variant)]
 enum Detector {
     Earshot {
         det: Box<earshot::Detector>,
@@ -173,6 +180,22 @@ impl Vad {
     }
 
     fn classify(&mut self, pcm: &Frame16k) -> bool {
+        // Digital silence (DTX, hold, the silence fed while the jitter buffer is
+        // empty, the end of concealment) is not speech: skip the detector, which
+        // is the most expensive step of the inbound path.
+        let peak = pcm.iter().fold(0u16, |m, s| m.max(s.unsigned_abs()));
+        if peak < SILENCE_PEAK {
+            if let Detector::Earshot {
+                carry_len,
+                last_score,
+                ..
+            } = &mut self.det
+            {
+                *carry_len = 0;
+                *last_score = 0.0;
+            }
+            return false;
+        }
         match &mut self.det {
             Detector::Earshot {
                 det,
@@ -223,15 +246,19 @@ impl Vad {
                     self.in_speech = true;
                     self.silence_run = 0;
                     let onset_frames = self.speech_run as usize;
-                    let start =
-                        at.saturating_sub(Duration::from_millis(((onset_frames - 1) as u32 * FRAME_MS) as u64));
+                    let start = at.saturating_sub(Duration::from_millis(
+                        ((onset_frames - 1) as u32 * FRAME_MS) as u64,
+                    ));
                     self.push_event(VadEvent::SpeechStart { at: start });
                     // Pre-roll plus the onset frames, oldest first.
                     let pre = (self.cfg.pre_roll_ms / FRAME_MS) as usize + onset_frames;
                     let skip = self.history.len().saturating_sub(pre);
                     for i in skip..self.history.len() {
                         let (fat, frame) = self.history[i];
-                        self.push_event(VadEvent::SpeechFrame { at: fat, pcm: frame });
+                        self.push_event(VadEvent::SpeechFrame {
+                            at: fat,
+                            pcm: frame,
+                        });
                     }
                 }
             } else {
@@ -247,9 +274,9 @@ impl Vad {
             if self.silence_run * FRAME_MS >= self.cfg.hangover_ms.max(FRAME_MS) {
                 self.in_speech = false;
                 self.speech_run = 0;
-                let end = self.position.saturating_sub(Duration::from_millis(
-                    (self.silence_run * FRAME_MS) as u64,
-                ));
+                let end = self
+                    .position
+                    .saturating_sub(Duration::from_millis((self.silence_run * FRAME_MS) as u64));
                 self.silence_run = 0;
                 self.push_event(VadEvent::SpeechEnd { at: end });
             }
@@ -289,7 +316,9 @@ mod tests {
                     break;
                 }
                 let formant = |c: f32, bw: f32| 1.0 / (1.0 + ((f - c) / bw).powi(2));
-                let amp = formant(700.0, 150.0) + 0.6 * formant(1200.0, 200.0) + 0.3 * formant(2500.0, 300.0);
+                let amp = formant(700.0, 150.0)
+                    + 0.6 * formant(1200.0, 200.0)
+                    + 0.3 * formant(2500.0, 300.0);
                 v += amp * (2.0 * std::f32::consts::PI * f * t).sin();
             }
             let env = 0.6 + 0.4 * (2.0 * std::f32::consts::PI * 4.0 * t).sin().abs();
@@ -344,7 +373,10 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        assert!(first_frame + 150 <= s, "pre-roll {first_frame} vs start {s}");
+        assert!(
+            first_frame + 150 <= s,
+            "pre-roll {first_frame} vs start {s}"
+        );
     }
 
     #[test]
@@ -367,10 +399,12 @@ mod tests {
             vad.process(&[0; FRAME_16K]);
         }
         assert!(vad.poll_event().is_none());
-        assert!(Vad::new(VadConfig {
-            engine: VadEngine::WebRtc { mode: 9 },
-            ..VadConfig::default()
-        })
-        .is_err());
+        assert!(
+            Vad::new(VadConfig {
+                engine: VadEngine::WebRtc { mode: 9 },
+                ..VadConfig::default()
+            })
+            .is_err()
+        );
     }
 }

@@ -39,8 +39,15 @@ RUST_LOG=warn $BIN serve --config "$WORK/bench.toml" 2>"$WORK/gateway.log" &
 GW=$!
 sleep 1
 TICKS=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$GW/stat"; }
-echo "| target rate (calls/s) | achieved rate (calls/s) | calls | successful | failed | wall (s) | gateway CPU (s) | gateway CPU (% of one core) |"
+# CPU of the gateway and its children (the Python sandbox workers).
+cpu_ticks() {
+  local total=0 pid
+  for pid in $GW $(pgrep -P "$GW"); do
+    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+echo "| target rate (calls/s) | achieved rate (calls/s) | calls | successful | failed | wall (s) | gateway+workers CPU (s) | gateway+workers CPU (% of one core) |"
 echo "|---|---|---|---|---|---|---|---|"
 for rate in "${RATES[@]}"; do
   before=$(cpu_ticks)

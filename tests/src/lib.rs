@@ -116,6 +116,17 @@ pub async fn run_sipp(
     args: &[&str],
     timeout: Duration,
 ) -> anyhow::Result<SippRun> {
+    run_sipp_on(free_udp_port(), Some(target), args, timeout).await
+}
+
+/// Runs SIPp on local port `port`; `target` is the remote for client
+/// scenarios, `None` for a UAS that waits for calls.
+pub async fn run_sipp_on(
+    port: u16,
+    target: Option<SocketAddr>,
+    args: &[&str],
+    timeout: Duration,
+) -> anyhow::Result<SippRun> {
     let dir = std::env::temp_dir().join(format!(
         "voicegate-sipp-{}-{}",
         std::process::id(),
@@ -123,13 +134,18 @@ pub async fn run_sipp(
     ));
     std::fs::create_dir_all(&dir)?;
     let screen_file = dir.join("screen.txt");
-    let port = free_udp_port().to_string();
-    let media_port = free_udp_port().to_string();
-    let target_s = target.to_string();
+    let port = port.to_string();
     let mut cmd = tokio::process::Command::new("sipp");
-    cmd.arg(&target_s)
-        .args(["-i", "127.0.0.1", "-p", &port, "-mp", &media_port])
-        .args(["-nostdin", "-trace_screen", "-screen_file"])
+    if let Some(target) = target {
+        cmd.arg(target.to_string());
+    }
+    cmd.args(["-i", "127.0.0.1", "-p", &port]);
+    // A caller-chosen media port wins; else a free one (SIPp's default 6000
+    // would clash between parallel tests).
+    if !args.contains(&"-mp") {
+        cmd.args(["-mp", &free_udp_port().to_string()]);
+    }
+    cmd.args(["-nostdin", "-trace_screen", "-screen_file"])
         .arg(&screen_file)
         .args(args)
         .current_dir(&dir)

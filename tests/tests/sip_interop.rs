@@ -136,6 +136,49 @@ async fn agent_stop_event_ends_the_call_with_bye() {
     gw.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_to_agent_transfer_moves_the_live_call() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let mut cfg = test_config();
+    let agents = voicegate_tests::repo_root().join("tests/agents");
+    cfg.agents = vec![
+        toml::from_str(&format!(
+            "id = \"front\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n",
+            agents.join("front")
+        ))
+        .unwrap(),
+        toml::from_str(&format!(
+            "id = \"back\"\ndir = {:?}\nworkers = 1\n",
+            agents.join("back")
+        ))
+        .unwrap(),
+    ];
+    let gw = start_gateway(cfg).await;
+    // The caller waits for the BYE that agent "back" sends.
+    let sf = scenario("uac_wait_bye.xml");
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf.to_str().unwrap(), "-m", "1"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let records = gw.call_records();
+    let r = &records[0];
+    assert_eq!(r.agent, "back");
+    assert_eq!(r.output_data["agent"], "back", "{:?}", r.output_data);
+    assert_eq!(
+        r.output_data["input"]["handed_by"], "front",
+        "{:?}",
+        r.output_data
+    );
+    gw.stop().await;
+}
+
 async fn exchange(sock: &UdpSocket, msg: &[u8], wait: Duration) -> Option<String> {
     sock.send(msg).await.unwrap();
     let mut buf = vec![0u8; 65536];

@@ -8,9 +8,16 @@ use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use voicegate_media::port_pool::PortLease;
-use voicegate_sdp::{AnswerParams, NegotiationError, SessionDescription};
+use voicegate_media::{
+    Codec as MediaCodec, MediaConfig, MediaEvent, MediaHandle, MediaSession, NegotiatedParams,
+};
+use voicegate_sdp::{
+    AnswerParams, Codec as SdpCodec, NegotiatedMedia, NegotiationError, SessionDescription,
+};
 use voicegate_sip::endpoint::{CallHandle, EndReason, IncomingCall};
 
+use crate::access::Admission;
+use crate::records::{CallRecord, Direction, Outcome, new_call_id};
 use crate::redact::Redacted;
 use crate::{Shared, conversation};
 
@@ -21,8 +28,18 @@ pub(crate) enum CallSignal {
     Confirmed,
     /// The call is over (SIP side).
     Ended(EndReason),
-    /// Shutdown phase two: end the call.
+    /// Shutdown phase two, or the API: end the call.
     HangUp,
+    /// A provisional response to our INVITE.
+    Progress {
+        /// 180, 183, ...
+        status: u16,
+    },
+    /// Our INVITE was answered (ACK sent); the answer body.
+    Answered {
+        /// SDP answer.
+        body: Vec<u8>,
+    },
 }
 
 /// Decides on a new call at once (in the router, so a CallEnded for it can
@@ -43,6 +60,15 @@ pub(crate) fn admit(shared: &Arc<Shared>, incoming: Box<IncomingCall>) {
         "Retry-After".to_string(),
         shared.config.limits.retry_after_s.to_string(),
     )];
+    let now = tokio::time::Instant::now().into_std();
+    match shared.access.admit(incoming.peer.addr.ip(), now) {
+        Admission::Allowed => {}
+        Admission::Forbidden => return refuse(403, "Forbidden", Vec::new(), "forbidden_source"),
+        Admission::RateLimited => {
+            let retry = vec![("Retry-After".to_string(), "1".to_string())];
+            return refuse(503, "Service Unavailable", retry, "rate_limited");
+        }
+    }
     if shared.draining.load(Ordering::SeqCst) {
         return refuse(503, "Service Unavailable", retry_after, "draining");
     }
@@ -53,18 +79,31 @@ pub(crate) fn admit(shared: &Arc<Shared>, incoming: Box<IncomingCall>) {
         return refuse(404, "Not Found", Vec::new(), "no_route");
     };
     let agent_id = agent.id.clone();
+    let record_id = new_call_id();
+    let mut record = CallRecord::new(
+        record_id.clone(),
+        incoming.call_id.clone(),
+        Direction::Inbound,
+        uri_of(&incoming.from),
+        uri_of(&incoming.to),
+        agent_id.clone(),
+        now,
+    );
+    record.handle = Some(call);
+    shared.records.insert(record);
     let (tx, rx) = mpsc::channel(8);
     shared.calls.insert(call, tx);
     let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
     metrics::gauge!("voicegate_calls_active").set(active as f64);
-    let span = tracing::info_span!("call", call_id = %incoming.call_id, handle = %call);
-    tokio::spawn(inbound(shared.clone(), incoming, agent_id, rx).instrument(span));
+    let span = tracing::info_span!("call", call_id = %incoming.call_id, id = %record_id);
+    tokio::spawn(inbound(shared.clone(), incoming, agent_id, record_id, rx).instrument(span));
 }
 
 async fn inbound(
     shared: Arc<Shared>,
     incoming: Box<IncomingCall>,
     agent: String,
+    record_id: String,
     mut signals: mpsc::Receiver<CallSignal>,
 ) {
     let call = incoming.call;
@@ -77,35 +116,43 @@ async fn inbound(
         "incoming call"
     );
     let outcome = match negotiate(&shared, &incoming).await {
-        Ok((answer_sdp, lease)) => {
+        Ok((answer_sdp, negotiated, lease)) => {
             match ring_then_answer(&shared, call, &mut signals, answer_sdp).await {
                 Ok(()) => {
-                    let (rtp, rtcp, guard) = lease.into_parts();
-                    let media = CallMedia {
-                        rtp,
-                        _rtcp: rtcp,
-                        _ports: guard,
-                    };
-                    let reason = match shared.agents.get(&agent) {
-                        Some(a) => {
-                            conversation::converse(
-                                &shared,
-                                call,
-                                &incoming.call_id,
-                                a,
-                                &mut signals,
-                                media,
-                            )
-                            .await
+                    shared.records.answered(&record_id, now());
+                    match start_media_for(&negotiated, lease, call) {
+                        Ok(media) => {
+                            let reason = match shared.agents.get(&agent) {
+                                Some(a) => {
+                                    let ctx = conversation::CallContext {
+                                        call,
+                                        call_id: &incoming.call_id,
+                                        record_id: &record_id,
+                                        input_data: Default::default(),
+                                    };
+                                    conversation::converse(&shared, ctx, a, &mut signals, media)
+                                        .await
+                                }
+                                None => hold(&shared, call, &mut signals).await,
+                            };
+                            tracing::info!(reason = reason.label(), "call ended");
+                            outcome_of(&reason)
                         }
-                        None => hold(&shared, call, &mut signals, media).await,
-                    };
-                    tracing::info!(reason = reason.label(), "call ended");
-                    reason.label()
+                        Err(e) => {
+                            tracing::error!(error = %e, "media did not start: hanging up");
+                            let _ = shared.sip.hangup(call).await;
+                            let _ = hold(&shared, call, &mut signals).await;
+                            Outcome {
+                                label: "media_error".into(),
+                                sip_status: None,
+                                reason: Some(e.to_string()),
+                            }
+                        }
+                    }
                 }
                 Err(reason) => {
                     tracing::info!(reason = reason.label(), "call ended before answer");
-                    reason.label()
+                    outcome_of(&reason)
                 }
             }
         }
@@ -122,10 +169,20 @@ async fn inbound(
             if let Err(e) = shared.sip.reject(call, code, &reason, extra).await {
                 tracing::debug!(error = %e, "reject failed");
             }
-            outcome
+            Outcome {
+                label: outcome.into(),
+                sip_status: Some(code),
+                reason: Some(reason),
+            }
         }
     };
-    metrics::counter!("voicegate_calls_total", "outcome" => outcome).increment(1);
+    let label = outcome.label.clone();
+    if let Some(record) = shared.records.ended(&record_id, outcome, now())
+        && let Some(webhook) = &shared.webhook
+    {
+        webhook.session_ended(record);
+    }
+    metrics::counter!("voicegate_calls_total", "outcome" => label).increment(1);
     shared.calls.remove(&call);
     let active = shared.active.fetch_sub(1, Ordering::SeqCst) - 1;
     metrics::gauge!("voicegate_calls_active").set(active as f64);
@@ -151,18 +208,108 @@ impl From<NegotiationError> for Refusal {
     }
 }
 
-/// The media side of an answered call.
+/// The media side of an answered call: the running media session (its
+/// ports go back to the pool, quarantined, when it stops) and its events.
 pub(crate) struct CallMedia {
-    pub(crate) rtp: tokio::net::UdpSocket,
-    _rtcp: tokio::net::UdpSocket,
-    _ports: voicegate_media::port_pool::PortGuard,
+    pub(crate) handle: MediaHandle,
+    pub(crate) events: mpsc::Receiver<MediaEvent>,
+    /// The codec name, for the record.
+    pub(crate) codec: String,
+}
+
+/// Starts the RTP media session for a negotiated stream.
+pub(crate) fn start_media_for(
+    negotiated: &NegotiatedMedia,
+    lease: PortLease,
+    call: CallHandle,
+) -> Result<CallMedia, voicegate_media::MediaError> {
+    let codec = match negotiated.codec {
+        SdpCodec::Pcmu => MediaCodec::Pcmu,
+        SdpCodec::Pcma => MediaCodec::Pcma,
+        SdpCodec::Opus => MediaCodec::Opus,
+        // The SDP layer never negotiates telephone-event as the audio codec.
+        SdpCodec::TelephoneEvent => MediaCodec::Pcmu,
+    };
+    let params = NegotiatedParams {
+        payload_type: negotiated.payload_type,
+        codec,
+        clock_rate: negotiated.clock_rate_hz,
+        channels: negotiated.channels,
+        ptime_ms: negotiated.ptime_ms,
+        telephone_event_pt: negotiated.telephone_event.map(|t| t.payload_type),
+        remote_addr: negotiated.remote_rtp,
+        remote_rtcp_addr: Some(negotiated.remote_rtcp),
+    };
+    let mut cfg = MediaConfig::new(params);
+    cfg.telephone_event_clock_rate = negotiated
+        .telephone_event
+        .map(|t| t.clock_rate_hz)
+        .filter(|r| *r != negotiated.clock_rate_hz);
+    cfg.seed = session_id(call) ^ 0x9e37_79b9_7f4a_7c15;
+    let (handle, events) = MediaSession::start(cfg, lease)?;
+    Ok(CallMedia {
+        handle,
+        events,
+        codec: format!("{:?}", negotiated.codec),
+    })
+}
+
+/// The end of a call as an [`Outcome`].
+pub(crate) fn outcome_of(reason: &EndReason) -> Outcome {
+    match reason {
+        EndReason::Rejected {
+            status,
+            reason,
+            reason_header,
+        } => Outcome {
+            label: match status {
+                486 | 600 => "busy",
+                408 | 480 => "no_answer",
+                487 => "cancelled",
+                403 | 603 => "declined",
+                404 | 484 | 604 => "not_found",
+                _ => "rejected",
+            }
+            .into(),
+            sip_status: Some(*status),
+            // The Reason header (RFC 3326) says more than the phrase when present.
+            reason: Some(reason_header.clone().unwrap_or_else(|| reason.clone())),
+        },
+        EndReason::LocalBye { status } => Outcome {
+            label: reason.label().into(),
+            sip_status: *status,
+            reason: None,
+        },
+        EndReason::Timeout => Outcome {
+            label: "no_answer".into(),
+            sip_status: Some(408),
+            reason: Some("no final response".into()),
+        },
+        other => Outcome {
+            label: other.label().into(),
+            sip_status: None,
+            reason: None,
+        },
+    }
+}
+
+/// The URI inside a From/To value (`"Bob" <sip:b@h>;tag=x` -> `sip:b@h`).
+fn uri_of(value: &str) -> String {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].to_string(),
+        _ => value.split(';').next().unwrap_or(value).trim().to_string(),
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Negotiates the offer and takes a port pair: the answer SDP to send.
 async fn negotiate(
     shared: &Shared,
     incoming: &IncomingCall,
-) -> Result<(Vec<u8>, PortLease), Refusal> {
+) -> Result<(Vec<u8>, NegotiatedMedia, PortLease), Refusal> {
     let is_sdp = incoming.content_type.as_deref().map(|c| {
         c.split(';')
             .next()
@@ -220,7 +367,11 @@ async fn negotiate(
         local_rtp = lease.pair().rtp,
         "media negotiated"
     );
-    Ok((negotiated.answer.to_string().into_bytes(), lease))
+    Ok((
+        negotiated.answer.to_string().into_bytes(),
+        negotiated.media,
+        lease,
+    ))
 }
 
 /// Rings for `calls.ring_ms` (180 Ringing) when configured, then sends the
@@ -246,7 +397,8 @@ async fn ring_then_answer(
                         // 480 to the caller; the endpoint reports the end.
                         let _ = shared.sip.hangup(call).await;
                     }
-                    Some(CallSignal::Confirmed) => {}
+                    // Confirmed, and UAC-only signals that cannot occur here.
+                    Some(_) => {}
                     None => return Err(EndReason::TransportError),
                 },
             }
@@ -263,37 +415,23 @@ async fn ring_then_answer(
     Ok(())
 }
 
-/// An answered call with no loaded agent (the route names an agent that is
-/// not loaded): held until the SIP side ends it, media counted.
+/// An answered call with no loaded agent, or whose media failed: held until
+/// the SIP side ends it.
 async fn hold(
     shared: &Shared,
     call: CallHandle,
     signals: &mut mpsc::Receiver<CallSignal>,
-    media: CallMedia,
 ) -> EndReason {
-    let mut buf = [0u8; 2048];
-    let mut packets: u64 = 0;
     loop {
-        tokio::select! {
-            signal = signals.recv() => match signal {
-                Some(CallSignal::Confirmed) => tracing::debug!("call confirmed by ACK"),
-                Some(CallSignal::Ended(reason)) => {
-                    tracing::debug!(rtp_packets = packets, "media stopped");
-                    return reason;
-                }
-                Some(CallSignal::HangUp) => {
-                    if let Err(e) = shared.sip.hangup(call).await {
-                        tracing::debug!(error = %e, "hangup failed");
-                    }
-                }
-                // The router dropped us: the driver is gone.
-                None => return EndReason::TransportError,
-            },
-            r = media.rtp.recv_from(&mut buf) => {
-                if r.is_ok() {
-                    packets += 1;
+        match signals.recv().await {
+            Some(CallSignal::Ended(reason)) => return reason,
+            Some(CallSignal::HangUp) => {
+                if let Err(e) = shared.sip.hangup(call).await {
+                    tracing::debug!(error = %e, "hangup failed");
                 }
             }
+            Some(_) => {}
+            None => return EndReason::TransportError,
         }
     }
 }

@@ -28,6 +28,171 @@ pub struct Config {
     pub calls: CallsConfig,
     /// Agents and the numbers routed to them.
     pub agents: Vec<AgentConfig>,
+    /// Who may send us INVITEs, and how fast.
+    pub access: AccessConfig,
+    /// The HTTP call API.
+    pub api: ApiConfig,
+    /// The `session.ended` webhook.
+    pub webhook: WebhookConfig,
+    /// SIP trunks (carriers) for outbound calls and trusted inbound sources.
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// `[access]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// Networks (CIDR) allowed to send INVITEs, besides every trunk's `sources`.
+    pub allow: Vec<String>,
+    /// New INVITEs per second per source address; 0 disables the limit.
+    pub invites_per_second: f64,
+    /// Bursts of new INVITEs a source may send above the rate.
+    pub burst: u32,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            allow: vec!["0.0.0.0/0".into(), "::/0".into()],
+            invites_per_second: 0.0,
+            burst: 100,
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Environment variable holding the bearer token for `/v1/*`. When it is
+    /// unset or empty (and no `token_file`), every `/v1/*` request is refused
+    /// with 401.
+    pub token_env: String,
+    /// A file holding the token (e.g. a mounted secret); wins over `token_env`.
+    pub token_file: Option<PathBuf>,
+    /// How long records of ended calls stay queryable.
+    pub keep_ended_s: u64,
+    /// At most this many ended-call records are kept (oldest dropped first).
+    pub max_ended: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            token_env: "VOICEGATE_API_TOKEN".into(),
+            token_file: None,
+            keep_ended_s: 3600,
+            max_ended: 10_000,
+        }
+    }
+}
+
+/// `[webhook]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// URL receiving `session.ended` POSTs; unset disables the webhook.
+    pub url: Option<String>,
+    /// Environment variable holding the HMAC-SHA256 signing secret.
+    pub secret_env: String,
+    /// A file holding the secret; wins over `secret_env`.
+    pub secret_file: Option<PathBuf>,
+    /// Delivery attempts before giving up.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubled for each further retry.
+    pub retry_initial_ms: u64,
+    /// Per-attempt timeout.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret_env: "VOICEGATE_WEBHOOK_SECRET".into(),
+            secret_file: None,
+            max_attempts: 6,
+            retry_initial_ms: 1000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// How a trunk wants numbers written.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberFormat {
+    /// `sip:+14155550123@trunk.host` (E.164 with `+` in a SIP URI).
+    #[default]
+    E164,
+    /// `tel:+14155550123`.
+    Tel,
+    /// `sip:14155550123@trunk.host` (digits only, no `+`).
+    Sip,
+}
+
+/// A secret from a file (trimmed) or else an environment variable; `None`
+/// when neither gives a non-empty value.
+pub fn secret_from(file: Option<&Path>, env: &str) -> anyhow::Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read secret file {}: {e}", path.display()))?;
+        let text = text.trim().to_string();
+        return Ok((!text.is_empty()).then_some(text));
+    }
+    Ok(std::env::var(env).ok().filter(|s| !s.is_empty()))
+}
+
+/// `[[trunks]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Name used in the API (`trunk`) and logs.
+    pub name: String,
+    /// The carrier's SIP host (IP address or name).
+    pub host: String,
+    /// Its port.
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    /// `udp` or `tcp`.
+    #[serde(default = "default_transport")]
+    pub transport: String,
+    /// Digest user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the digest password (never in the file).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Register with the trunk.
+    #[serde(default)]
+    pub register: bool,
+    /// Requested registration expiry.
+    #[serde(default = "default_register_expiry")]
+    pub register_expiry_s: u32,
+    /// Caller number for outbound calls when the request gives none.
+    #[serde(default)]
+    pub from_number: Option<String>,
+    /// How numbers are written in Request-URI, To and From.
+    #[serde(default)]
+    pub number_format: NumberFormat,
+    /// Codec order for calls through this trunk (default: `media.codecs`).
+    #[serde(default)]
+    pub codecs: Option<Vec<String>>,
+    /// Networks (CIDR) the trunk sends calls from; they may send INVITEs.
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+
+fn default_transport() -> String {
+    "udp".into()
+}
+
+fn default_register_expiry() -> u32 {
+    300
 }
 
 /// `[sip]`
@@ -247,6 +412,60 @@ impl Config {
                 problems.push(format!("agents[{i}].id: duplicate id {:?}", a.id));
             }
         }
+        for (i, c) in self.access.allow.iter().enumerate() {
+            if let Err(e) = c.parse::<crate::access::Cidr>() {
+                problems.push(format!("access.allow[{i}]: {e}"));
+            }
+        }
+        if self.access.invites_per_second.is_nan() || self.access.invites_per_second < 0.0 {
+            problems.push("access.invites_per_second: must be 0 or more".to_string());
+        }
+        if let Some(url) = &self.webhook.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!("webhook.url: {url:?} is not an http(s) URL"));
+        }
+        if self.webhook.max_attempts == 0 {
+            problems.push("webhook.max_attempts: must be at least 1".to_string());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.trunks.iter().enumerate() {
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                problems.push(format!("trunks[{i}].name: empty or duplicate {:?}", t.name));
+            }
+            if t.host.trim().is_empty() {
+                problems.push(format!("trunks[{i}].host: must not be empty"));
+            }
+            if !matches!(t.transport.as_str(), "udp" | "tcp") {
+                problems.push(format!(
+                    "trunks[{i}].transport: {:?} is not udp or tcp",
+                    t.transport
+                ));
+            }
+            if t.username.is_some() != t.password_env.is_some() {
+                problems.push(format!(
+                    "trunks[{i}].password_env: username and password_env go together"
+                ));
+            }
+            if t.register && t.username.is_none() {
+                problems.push(format!(
+                    "trunks[{i}].register: needs username and password_env"
+                ));
+            }
+            if t.register && t.register_expiry_s < 60 {
+                problems.push(format!("trunks[{i}].register_expiry_s: at least 60"));
+            }
+            for (j, c) in t.sources.iter().enumerate() {
+                if let Err(e) = c.parse::<crate::access::Cidr>() {
+                    problems.push(format!("trunks[{i}].sources[{j}]: {e}"));
+                }
+            }
+            if let Some(codecs) = &t.codecs
+                && let Err(e) = CodecPreference::from_names(codecs.iter().map(String::as_str))
+            {
+                problems.push(format!("trunks[{i}].codecs: {e}"));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -258,6 +477,17 @@ impl Config {
     pub fn codecs(&self) -> CodecPreference {
         CodecPreference::from_names(self.media.codecs.iter().map(String::as_str))
             .expect("validated codec list")
+    }
+
+    /// The inbound allow list: `access.allow` and every trunk's sources
+    /// (validated in [`Config::validate`]).
+    pub fn allowed_sources(&self) -> Vec<crate::access::Cidr> {
+        self.access
+            .allow
+            .iter()
+            .chain(self.trunks.iter().flat_map(|t| t.sources.iter()))
+            .filter_map(|c| c.parse().ok())
+            .collect()
     }
 
     /// SIP timer values.
@@ -323,13 +553,14 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let err = Config::parse(
-            "[media]\nrtp_port_min = 20001\nrtp_port_max = 20000\ncodecs = [\"G729\"]\n\
+            "[access]\nallow = [\"10.0.0.0/40\"]\n[media]\nrtp_port_min = 20001\nrtp_port_max = 20000\ncodecs = [\"G729\"]\n\
              [limits]\nmax_calls = 0\n",
         )
         .unwrap_err()
         .to_string();
         for key in [
             "media.rtp_port_min",
+            "access.allow[0]",
             "media.rtp_port_max",
             "media.codecs",
             "limits.max_calls",

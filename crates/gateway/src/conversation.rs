@@ -2,87 +2,190 @@
 //! the call, connects it to the agent's handler and carries out the
 //! session's commands.
 //!
-//! Today the session gets StartEvent on answer, the final StopEvent when the
-//! caller hangs up, TimeoutEvents on silence, and its HangUp becomes a BYE.
-//! Commands that need the media and speech pipelines (speak, play, flush,
-//! transfer, recording, background audio, STT settings) are not carried out
-//! yet: each is logged at warn level naming what was not done, and playback
-//! items are reported finished at once so the session's turn and silence
+//! The session gets StartEvent on answer, DTMFEvents from RFC 4733, speech
+//! onsets (barge-in), TimeoutEvents on silence, and the final StopEvent when
+//! the caller hangs up; its HangUp becomes a BYE. AudioEvent (WAV files) and
+//! SilenceEvent play through the call's media session; Flush reaches the
+//! media edge. Commands that need speech synthesis, transfer, recording,
+//! background audio or STT settings are not carried out yet: each is logged
+//! at warn level naming what was not done, and a playback item that cannot be
+//! played is reported finished at once so the session's turn and silence
 //! logic stays correct.
 
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use voicegate_engine::link::{LinkEvent, SessionId, SessionInfo};
-use voicegate_engine::session::{Command, Session, SessionConfig};
+use voicegate_engine::session::{
+    Command, FlushScope, Role, Session, SessionConfig, TransferTarget,
+};
 use voicegate_engine::{HandlerLink, PythonAgent};
+use voicegate_media::{MediaControl, MediaEvent, PlayoutEvent, SegmentId};
 use voicegate_sip::endpoint::{CallHandle, EndReason};
 
 use crate::Shared;
 use crate::call::{CallMedia, CallSignal};
+use crate::records::{MediaSummary, TranscriptEntry};
+
+/// Which call a conversation runs on.
+pub(crate) struct CallContext<'a> {
+    pub(crate) call: CallHandle,
+    pub(crate) call_id: &'a str,
+    pub(crate) record_id: &'a str,
+    /// `context.input_data` (outbound calls, transfers).
+    pub(crate) input_data: serde_json::Map<String, serde_json::Value>,
+}
 
 /// Runs the agent's conversation on an answered call until both the SIP call
 /// and the session are over. Returns why the SIP call ended.
 pub(crate) async fn converse(
     shared: &Shared,
-    call: CallHandle,
-    call_id: &str,
+    ctx: CallContext<'_>,
     agent: &PythonAgent,
     signals: &mut mpsc::Receiver<CallSignal>,
     media: CallMedia,
 ) -> EndReason {
-    let info = SessionInfo {
-        session_id: Some(SessionId(call_id.to_string())),
-        ..SessionInfo::default()
-    };
-    let mut link = match agent.open_session(info).await {
-        Ok(link) => link,
-        Err(e) => {
-            tracing::error!(error = %e, agent = agent.agent_id(), "cannot open a session: hanging up");
-            return hang_up_and_wait(shared, call, signals).await;
-        }
-    };
-    let mut session = Session::new(SessionConfig::default());
-    let session_id = call_id.to_string();
-    session.handle_start(now());
+    let CallContext {
+        call,
+        call_id,
+        record_id,
+        input_data,
+    } = ctx;
+    let CallMedia {
+        handle: media_handle,
+        events: mut media_events,
+        codec,
+    } = media;
+    let control = media_handle.control();
     let mut sip_end: Option<EndReason> = None;
-    let mut rtp_buf = [0u8; 2048];
-    let mut rtp_packets: u64 = 0;
-    loop {
-        if drain(shared, call, &session_id, &mut session, &mut link) {
+    let mut media_open = true;
+    let (loaded_tx, mut loaded_rx) = mpsc::unbounded_channel::<Loaded>();
+    let host = Host {
+        loaded: loaded_tx,
+        speech_segments: Default::default(),
+        dtmf: Default::default(),
+        transfer: Default::default(),
+        shared,
+        call,
+        record_id,
+        session_id: std::cell::RefCell::new(call_id.to_string()),
+        media: &control,
+    };
+    let mut agent = agent.clone();
+    let mut input_data = input_data;
+    // One session per agent the call meets: an agent-to-agent transfer ends
+    // the current session (with its clean-up StopEvent) and opens the next
+    // on the same call and media.
+    for hop in 1u32.. {
+        let session_id = if hop == 1 {
+            call_id.to_string()
+        } else {
+            format!("{call_id}-{hop}")
+        };
+        host.session_id.replace(session_id.clone());
+        let info = SessionInfo {
+            session_id: Some(SessionId(session_id)),
+            input_data: std::mem::take(&mut input_data),
+            ..SessionInfo::default()
+        };
+        let mut link = match agent.open_session(info).await {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::error!(error = %e, agent = agent.agent_id(), "cannot open a session: hanging up");
+                if sip_end.is_none() {
+                    sip_end = Some(hang_up_and_wait(shared, call, signals).await);
+                }
+                break;
+            }
+        };
+        let mut session = Session::new(SessionConfig::default());
+        session.handle_start(now());
+        loop {
+            if host.drain(&mut session, &mut link) {
+                break;
+            }
+            let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                ev = link.recv() => {
+                    let ev = ev.unwrap_or_else(|| LinkEvent::Lost { reason: "handler link closed".into() });
+                    session.handle_link(ev, now());
+                }
+                signal = signals.recv(), if sip_end.is_none() => match signal {
+                    Some(CallSignal::Confirmed) => tracing::debug!("call confirmed by ACK"),
+                    // A retransmitted answer or late provisional: nothing to do.
+                    Some(CallSignal::Progress { .. } | CallSignal::Answered { .. }) => {}
+                    Some(CallSignal::Ended(reason)) => {
+                        tracing::debug!(reason = reason.label(), "SIP call over; final StopEvent to the handler");
+                        sip_end = Some(reason);
+                        host.transfer.take();
+                        session.handle_call_ended(now());
+                    }
+                    Some(CallSignal::HangUp) => {
+                        if let Err(e) = shared.sip.hangup(call).await {
+                            tracing::debug!(error = %e, "hangup failed");
+                        }
+                    }
+                    None => {
+                        sip_end = Some(EndReason::TransportError);
+                        host.transfer.take();
+                        session.handle_call_ended(now());
+                    }
+                },
+                _ = sleep_until(deadline) => session.handle_timeout(now()),
+                Some(l) = loaded_rx.recv() => host.play_loaded(&mut session, l),
+                ev = media_events.recv(), if media_open => match ev {
+                    Some(ev) => host.media_event(&mut session, ev),
+                    None => media_open = false,
+                },
+            }
+        }
+        let Some((next, data)) = host.transfer.take() else {
+            break;
+        };
+        if sip_end.is_some() {
             break;
         }
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            ev = link.recv() => {
-                let ev = ev.unwrap_or_else(|| LinkEvent::Lost { reason: "handler link closed".into() });
-                session.handle_link(ev, now());
+        let Some(next_agent) = shared.agents.get(&next) else {
+            // Checked when the transfer was accepted; agents are never unloaded.
+            break;
+        };
+        tracing::info!(from = agent.agent_id(), to = %next, "call handed to another agent");
+        shared.records.update(record_id, |r| r.agent = next.clone());
+        agent = next_agent.clone();
+        input_data = match data {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => Default::default(),
+            other => {
+                let mut map = serde_json::Map::new();
+                map.insert("data".into(), other);
+                map
             }
-            signal = signals.recv(), if sip_end.is_none() => match signal {
-                Some(CallSignal::Confirmed) => tracing::debug!("call confirmed by ACK"),
-                Some(CallSignal::Ended(reason)) => {
-                    tracing::debug!(reason = reason.label(), rtp_packets, "SIP call over; final StopEvent to the handler");
-                    sip_end = Some(reason);
-                    session.handle_call_ended(now());
-                }
-                Some(CallSignal::HangUp) => {
-                    if let Err(e) = shared.sip.hangup(call).await {
-                        tracing::debug!(error = %e, "hangup failed");
-                    }
-                }
-                None => {
-                    sip_end = Some(EndReason::TransportError);
-                    session.handle_call_ended(now());
-                }
-            },
-            _ = sleep_until(deadline) => session.handle_timeout(now()),
-            r = media.rtp.recv_from(&mut rtp_buf), if sip_end.is_none() => {
-                if r.is_ok() {
-                    rtp_packets += 1;
-                }
-            }
-        }
+        };
+        // Audio the previous agent queued does not belong to the next one.
+        let _ = control.clear();
     }
+    let stats = media_handle.stop().await;
+    tracing::info!(
+        rtp_received = stats.rtp_received,
+        rtp_sent = stats.rtp_sent,
+        lost = stats.inbound_lost,
+        jitter_ms = stats.inbound_jitter_ms,
+        dtmf = stats.dtmf_received,
+        events_dropped = stats.events_dropped,
+        "media stopped"
+    );
+    let summary = MediaSummary {
+        codec: codec.to_string(),
+        rtp_received: stats.rtp_received,
+        rtp_sent: stats.rtp_sent,
+        inbound_lost: stats.inbound_lost,
+        inbound_jitter_ms: stats.inbound_jitter_ms,
+        speech_segments: host.speech_segments.get(),
+        dtmf: host.dtmf.take(),
+    };
+    shared
+        .records
+        .update(record_id, |r| r.media = Some(summary));
     // The session is over; the SIP call may still be up (a HangUp is in flight).
     match sip_end {
         Some(reason) => reason,
@@ -90,49 +193,166 @@ pub(crate) async fn converse(
     }
 }
 
-/// Forwards the session's requests to the handler and carries out its
-/// commands; true once the session has ended.
-fn drain(
-    shared: &Shared,
+/// What the session's commands act on.
+/// Audio for an AudioEvent, loaded.
+struct Loaded {
+    id: u64,
+    interruptible: bool,
+    path: String,
+    result: Result<(Vec<i16>, u32), String>,
+}
+
+struct Host<'a> {
+    loaded: mpsc::UnboundedSender<Loaded>,
+    /// An accepted agent-to-agent transfer: the next agent and its input.
+    transfer: std::cell::RefCell<Option<(String, serde_json::Value)>>,
+    /// Speech segments and DTMF digits seen, for the call record.
+    speech_segments: std::cell::Cell<u32>,
+    dtmf: std::cell::RefCell<String>,
+    shared: &'a Shared,
     call: CallHandle,
-    session_id: &str,
-    session: &mut Session,
-    link: &mut HandlerLink,
-) -> bool {
-    loop {
+    record_id: &'a str,
+    session_id: std::cell::RefCell<String>,
+    media: &'a MediaControl,
+}
+
+impl Host<'_> {
+    /// Feeds a media event to the session.
+    fn media_event(&self, session: &mut Session, ev: MediaEvent) {
         let t = now();
-        link.forward_requests(session, t);
-        let Some(cmd) = session.poll_command() else {
-            return false;
-        };
+        match ev {
+            MediaEvent::SpeechStart { at } => {
+                tracing::debug!(at_ms = at.as_millis() as u64, "caller speech started");
+                self.speech_segments.set(self.speech_segments.get() + 1);
+                session.handle_speech_started(t);
+            }
+            MediaEvent::SpeechEnd { at } => {
+                tracing::debug!(at_ms = at.as_millis() as u64, "caller speech ended");
+            }
+            MediaEvent::BargeIn { at } => {
+                tracing::debug!(at_ms = at.as_millis() as u64, "barge-in: playout flushed");
+            }
+            // Speech recognition arrives with the speech pipeline.
+            MediaEvent::SpeechFrame { .. } => {}
+            MediaEvent::Dtmf(d) => {
+                tracing::debug!(digit = %d.digit, duration_ms = d.duration.as_millis() as u64, "DTMF to the session");
+                self.dtmf.borrow_mut().push(d.digit);
+                session.handle_dtmf(&d.digit.to_string(), t);
+            }
+            MediaEvent::Playout(PlayoutEvent::Finished { id, .. })
+            | MediaEvent::Playout(PlayoutEvent::Rejected { id })
+            | MediaEvent::Playout(PlayoutEvent::Interrupted { id, .. }) => {
+                session.handle_playback_done(id.0, t)
+            }
+            MediaEvent::Playout(PlayoutEvent::Started { .. }) => {}
+            MediaEvent::Latched { remote } => tracing::debug!(%remote, "media latched"),
+            MediaEvent::RemoteBye => tracing::debug!("peer sent RTCP BYE"),
+        }
+    }
+
+    /// Queues loaded AudioEvent audio, or reports the item done when it
+    /// could not be loaded.
+    fn play_loaded(&self, session: &mut Session, l: Loaded) {
+        let t = now();
+        let played = l.result.and_then(|(pcm, rate)| {
+            self.media
+                .play(SegmentId(l.id), l.interruptible, pcm, rate)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = played {
+            tracing::warn!(path = %l.path, error = %e, "AudioEvent not played");
+            session.handle_playback_done(l.id, t);
+        }
+    }
+
+    /// Forwards the session's requests to the handler and carries out its
+    /// commands; true once the session has ended.
+    fn drain(&self, session: &mut Session, link: &mut HandlerLink) -> bool {
+        loop {
+            let t = now();
+            link.forward_requests(session, t);
+            let Some(cmd) = session.poll_command() else {
+                return false;
+            };
+            if self.command(session, cmd, t) {
+                return true;
+            }
+        }
+    }
+
+    fn command(&self, session: &mut Session, cmd: Command, t: Instant) -> bool {
         match cmd {
             Command::Speak { id, speech, .. } => {
-                tracing::warn!(text = %speech.text, "agent speech not played: this build has no TTS/media pipeline on calls yet");
+                tracing::warn!(text = %speech.text, "agent speech not played: no TTS on calls in this build yet");
                 session.handle_playback_done(id, t);
             }
-            Command::Play { id, path, .. } => {
-                tracing::warn!(%path, "AudioEvent not played: no media pipeline on calls yet");
-                session.handle_playback_done(id, t);
+            Command::Play {
+                id,
+                path,
+                interruptible,
+                looped,
+            } => {
+                if looped {
+                    tracing::warn!(%path, "AudioEvent loop=True not supported yet: plays once");
+                }
+                // Loading (file or http fetch) runs off the call's task; the
+                // result comes back through `loaded`.
+                let tx = self.loaded.clone();
+                let client = self.shared.http_client.clone();
+                tokio::spawn(async move {
+                    let result = load_audio(&client, &path).await;
+                    let _ = tx.send(Loaded {
+                        id,
+                        interruptible,
+                        path,
+                        result,
+                    });
+                });
             }
             Command::Silence { id, duration } => {
-                tracing::debug!(?duration, "silence");
-                session.handle_playback_done(id, t);
+                let rate = self.media.playout_rate_hz();
+                let samples = (duration.as_millis() as u64 * u64::from(rate) / 1000) as usize;
+                if let Err(e) = self.media.play(SegmentId(id), true, vec![0; samples], rate) {
+                    tracing::warn!(error = %e, "silence not queued");
+                    session.handle_playback_done(id, t);
+                }
             }
-            Command::Flush { scope } => tracing::debug!(?scope, "flush (nothing queued)"),
+            Command::Flush { scope } => {
+                let r = match scope {
+                    FlushScope::Interruptible => self.media.flush(),
+                    FlushScope::All => self.media.clear(),
+                };
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "flush after media stopped");
+                }
+            }
             Command::HangUp { closing, .. } => {
                 if let Some(closing) = closing {
-                    tracing::warn!(text = %closing.text, "closing speech not played: no TTS/media pipeline on calls yet");
+                    tracing::warn!(text = %closing.text, "closing speech not played: no TTS on calls in this build yet");
                 }
                 tracing::info!("agent hangs up");
-                hang_up(shared, call);
+                hang_up(self.shared, self.call);
+            }
+            Command::Transfer {
+                target: TransferTarget::Agent { agent_id, data, .. },
+                ..
+            } => {
+                if self.shared.agents.contains_key(&agent_id) {
+                    tracing::info!(to = %agent_id, "transfer to another agent: ending this session");
+                    self.transfer.replace(Some((agent_id, data)));
+                    session.handle_call_ended(t);
+                } else {
+                    tracing::error!(to = %agent_id, "transfer to an agent that is not loaded on this gateway: hanging up");
+                    hang_up(self.shared, self.call);
+                }
             }
             Command::Transfer { target, mode, .. } => {
                 tracing::error!(
                     ?target,
                     ?mode,
-                    "TransferSessionEvent not supported yet by the gateway: hanging up instead"
+                    "transfer to a phone number or SIP URI is not supported yet by the gateway: hanging up instead"
                 );
-                hang_up(shared, call);
+                hang_up(self.shared, self.call);
             }
             Command::StartRecording { .. } | Command::StopRecording => {
                 tracing::warn!("recording events not supported yet by the gateway; ignored")
@@ -154,7 +374,7 @@ fn drain(
             Command::Metric { name, .. } => {
                 metrics::counter!("voicegate_handler_metrics_total", "name" => name).increment(1);
             }
-            cmd @ Command::Log { .. } => cmd.trace_log(session_id),
+            cmd @ Command::Log { .. } => cmd.trace_log(&self.session_id.borrow()),
             Command::Ended {
                 output_data,
                 transcript,
@@ -168,10 +388,101 @@ fn drain(
                     output_data = %output_data,
                     "session ended"
                 );
+                // After an agent-to-agent transfer the record holds every
+                // session's transcript in order and the last output_data.
+                self.shared.records.update(self.record_id, |r| {
+                    r.output_data = output_data;
+                    r.transcript
+                        .extend(transcript.into_iter().map(|l| TranscriptEntry {
+                            role: match l.role {
+                                Role::User => "caller".into(),
+                                Role::Agent => "agent".into(),
+                            },
+                            text: l.text,
+                        }));
+                });
                 return true;
             }
         }
+        false
     }
+}
+
+/// The largest audio file an AudioEvent may load (about 10 minutes of
+/// 16-bit 8 kHz mono, or 1 minute at 48 kHz stereo).
+const MAX_AUDIO_BYTES: usize = 12 * 1024 * 1024;
+
+/// Loads an AudioEvent's audio: a local path or an http(s) URL holding a WAV
+/// file (16-bit PCM or 32-bit float, any rate, mono or stereo). Other
+/// formats (MP3...) are refused with a clear error.
+async fn load_audio(client: &reqwest::Client, path: &str) -> Result<(Vec<i16>, u32), String> {
+    let bytes = if path.starts_with("http://") || path.starts_with("https://") {
+        let resp = client
+            .get(path)
+            .send()
+            .await
+            .map_err(|e| format!("fetch failed: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("fetch failed: HTTP {}", resp.status()));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_AUDIO_BYTES)
+        {
+            return Err(format!("larger than {MAX_AUDIO_BYTES} bytes"));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("fetch failed: {e}"))?;
+        if body.len() > MAX_AUDIO_BYTES {
+            return Err(format!("larger than {MAX_AUDIO_BYTES} bytes"));
+        }
+        body.to_vec()
+    } else {
+        let path = path.strip_prefix("file://").unwrap_or(path).to_string();
+        tokio::task::spawn_blocking(move || {
+            let meta = std::fs::metadata(&path).map_err(|e| e.to_string())?;
+            if meta.len() as usize > MAX_AUDIO_BYTES {
+                return Err(format!("larger than {MAX_AUDIO_BYTES} bytes"));
+            }
+            std::fs::read(&path).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
+    decode_wav(&bytes)
+}
+
+/// Decodes a WAV file to mono 16-bit samples and its rate.
+fn decode_wav(bytes: &[u8]) -> Result<(Vec<i16>, u32), String> {
+    if !bytes.starts_with(b"RIFF") {
+        return Err("not a WAV file (only WAV audio is supported)".into());
+    }
+    let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels.max(1));
+    let samples: Vec<i16> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, 16) => reader
+            .into_samples::<i16>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?,
+        (hound::SampleFormat::Float, 32) => reader
+            .into_samples::<f32>()
+            .map(|s| s.map(|v| (v.clamp(-1.0, 1.0) * 32767.0) as i16))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?,
+        (format, bits) => {
+            return Err(format!(
+                "unsupported WAV sample format {format:?}/{bits} bits"
+            ));
+        }
+    };
+    let mono = samples
+        .chunks(channels)
+        .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / c.len() as i32) as i16)
+        .collect();
+    Ok((mono, spec.sample_rate))
 }
 
 fn hang_up(shared: &Shared, call: CallHandle) {

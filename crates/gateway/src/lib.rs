@@ -13,11 +13,16 @@
 //! every live call is ended with BYE (or 480 if not yet answered). [`run`]
 //! enters phase two on the second signal or when the drain timeout passes.
 
+pub mod access;
 pub mod config;
+pub mod records;
+pub mod webhook;
 
+mod api;
 mod call;
 mod conversation;
 mod http;
+mod outbound;
 mod redact;
 
 use std::future::Future;
@@ -46,6 +51,17 @@ pub(crate) struct Shared {
     pub(crate) ports: SharedPortPool,
     /// Loaded agents by id.
     pub(crate) agents: std::collections::HashMap<String, PythonAgent>,
+    pub(crate) access: access::AccessControl,
+    /// Call records for the API and the webhook.
+    pub(crate) records: records::Records,
+    /// The API bearer token (from `api.token_env`); `None` disables `/v1`.
+    pub(crate) api_token: Option<String>,
+    /// The `session.ended` webhook, when configured.
+    pub(crate) webhook: Option<webhook::Webhook>,
+    /// Held while an outbound INVITE is sent and its call registered.
+    pub(crate) outbound: tokio::sync::Mutex<()>,
+    /// HTTP client for fetching audio (AudioEvent URLs).
+    pub(crate) http_client: reqwest::Client,
     pub(crate) draining: AtomicBool,
     /// Live calls: where the router forwards each call's SIP events.
     pub(crate) calls: DashMap<CallHandle, mpsc::Sender<CallSignal>>,
@@ -71,6 +87,11 @@ impl Gateway {
     /// The HTTP listener's address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Records of live and recently ended calls, oldest first.
+    pub fn call_records(&self) -> Vec<records::CallRecord> {
+        self.shared.records.all()
     }
 
     /// Calls in progress.
@@ -168,11 +189,34 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         .with_context(|| format!("cannot bind HTTP on {} (http.listen)", config.http.listen))?;
     let http_addr = http_listener.local_addr()?;
     let sip_addr = sip.local_addr();
+    let access = access::AccessControl::new(
+        config.allowed_sources(),
+        config.access.invites_per_second,
+        config.access.burst,
+    );
+    let records = records::Records::new(
+        Duration::from_secs(config.api.keep_ended_s),
+        config.api.max_ended,
+    );
+    let api_token = config::secret_from(config.api.token_file.as_deref(), &config.api.token_env)?;
+    if api_token.is_none() {
+        tracing::info!(env = %config.api.token_env, "call API disabled: token not set");
+    }
+    let webhook = webhook::Webhook::from_config(&config.webhook)?;
     let shared = Arc::new(Shared {
         config,
         sip,
         ports,
         agents,
+        access,
+        records,
+        api_token,
+        webhook,
+        outbound: tokio::sync::Mutex::new(()),
+        http_client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .context("HTTP client")?,
         draining: AtomicBool::new(false),
         calls: DashMap::new(),
         active: AtomicUsize::new(0),
@@ -218,20 +262,24 @@ async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
     while let Some(ev) = events.recv().await {
         match ev {
             Event::IncomingCall(incoming) => call::admit(&shared, incoming),
-            Event::CallConfirmed { call } => forward(&shared, call, CallSignal::Confirmed),
+            Event::CallConfirmed { call } => forward(&shared, call, CallSignal::Confirmed).await,
             Event::CallEnded { call, reason } => {
+                if !shared.calls.contains_key(&call) {
+                    // An outbound call may be registering right now.
+                    drop(shared.outbound.lock().await);
+                }
                 if let Some((_, tx)) = shared.calls.remove(&call) {
                     // The call task may be gone already (it ended itself).
                     let _ = tx.try_send(CallSignal::Ended(reason));
                 }
             }
-            // Outbound calls arrive with the trunks issue.
             Event::CallProgress { call, status, .. } => {
-                tracing::debug!(%call, status, "progress on a call we did not place")
+                forward(&shared, call, CallSignal::Progress { status }).await
             }
-            Event::CallAnswered { call, .. } => {
-                tracing::debug!(%call, "answer on a call we did not place")
+            Event::CallAnswered { call, body } => {
+                forward(&shared, call, CallSignal::Answered { body }).await
             }
+            other => tracing::debug!(event = ?other, "SIP event not used by the gateway yet"),
         }
     }
 }
@@ -257,9 +305,20 @@ async fn load_agents(
     Ok(agents)
 }
 
-fn forward(shared: &Shared, call: CallHandle, signal: CallSignal) {
-    if let Some(tx) = shared.calls.get(&call) {
-        let _ = tx.try_send(signal);
+async fn forward(shared: &Shared, call: CallHandle, signal: CallSignal) {
+    if !shared.calls.contains_key(&call) {
+        // An outbound call may be registering right now: wait for it.
+        drop(shared.outbound.lock().await);
+    }
+    let tx = shared.calls.get(&call).map(|tx| tx.clone());
+    match tx {
+        Some(tx) => {
+            // Answers must not be lost: wait for room rather than drop.
+            if tx.send(signal).await.is_err() {
+                tracing::debug!(%call, "call task gone");
+            }
+        }
+        None => tracing::debug!(%call, "event for an unknown call"),
     }
 }
 

@@ -3,10 +3,18 @@
 //! error responses, over transactions from [`crate::transaction`].
 //!
 //! Drive it like the transactions: feed [`Endpoint::handle_input`],
-//! [`Endpoint::handle_timeout`] and the call commands ([`Endpoint::answer`],
-//! [`Endpoint::reject`], [`Endpoint::hangup`], [`Endpoint::invite`]); after
-//! each, drain [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`] until
-//! both return `None`, then sleep until [`Endpoint::poll_timeout`].
+//! [`Endpoint::handle_timeout`] and the commands (calls: [`Endpoint::ring`],
+//! [`Endpoint::answer`], [`Endpoint::reject`], [`Endpoint::hangup`],
+//! [`Endpoint::invite`] / [`Endpoint::invite_with_auth`]; re-INVITEs:
+//! [`Endpoint::answer_reinvite`], [`Endpoint::reject_reinvite`]; transfer:
+//! [`Endpoint::refer`], [`Endpoint::notify`]; registrations:
+//! [`Endpoint::register`], [`Endpoint::unregister`]); after each, drain
+//! [`Endpoint::poll_transmit`] and [`Endpoint::poll_event`] until both return
+//! `None`, then sleep until [`Endpoint::poll_timeout`].
+//!
+//! The endpoint also runs the UAC side of digest authentication (401/407 to
+//! our INVITEs and REGISTERs), RFC 4028 session timers when
+//! [`EndpointConfig::session_expires`] is set, and REFER/NOTIFY in dialogs.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -20,10 +28,16 @@ use rsip::Header;
 use rsip::headers::UntypedHeader;
 use rsip::prelude::HeadersExt;
 
+use crate::auth::{ClientAuth, Credentials};
 use crate::dialog::{Dialog, DialogId, host_port_of_uri};
 use crate::message::{
     self, ParseError, Summary, header_values, parse, response_destination, response_from_context,
     response_to, stamp_top_via, to_bytes,
+};
+use crate::refer::{ReferEvent, is_refer_event, is_terminated, parse_sipfrag, sipfrag};
+use crate::register::{Next, Registration, RegistrationConfig, RegistrationId, RegistrationState};
+use crate::session_timer::{
+    MIN_SE_FLOOR, Refresher, SessionExpires, SessionTimer, parse_min_se, sdp_origin,
 };
 use crate::transaction::{
     ClientInvite, ClientKey, ClientNonInvite, ServerInvite, ServerKey, ServerNonInvite, State,
@@ -31,7 +45,7 @@ use crate::transaction::{
 };
 
 /// Methods this endpoint implements (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY";
 
 /// A transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,6 +127,11 @@ pub struct IncomingCall {
     pub body: Vec<u8>,
     /// Where it came from.
     pub peer: Peer,
+    /// The Authorization header value, if any: check it with
+    /// [`crate::auth::Authorization::parse`] and `verify` (method INVITE)
+    /// for digest access control; challenge with
+    /// [`Endpoint::reject`] 401 and a `WWW-Authenticate` header.
+    pub authorization: Option<String>,
 }
 
 /// Why a call ended.
@@ -135,11 +154,18 @@ pub enum EndReason {
         status: u16,
         /// Reason phrase.
         reason: String,
+        /// The Reason header of the final response (RFC 3326), e.g.
+        /// `Q.850;cause=17;text="User busy"`, when the peer sent one.
+        reason_header: Option<String>,
     },
     /// An outbound INVITE got no final response (timer B).
     Timeout,
     /// The transport failed.
     TransportError,
+    /// The session timer ran out (RFC 4028 10): the peer stopped
+    /// refreshing, or our refresh failed with 408/481 or timed out. We
+    /// sent BYE.
+    SessionExpired,
 }
 
 impl EndReason {
@@ -153,6 +179,7 @@ impl EndReason {
             Self::Rejected { .. } => "rejected",
             Self::Timeout => "timeout",
             Self::TransportError => "transport_error",
+            Self::SessionExpired => "session_expired",
         }
     }
 }
@@ -190,6 +217,26 @@ pub enum Event {
         /// Why.
         reason: EndReason,
     },
+    /// The peer sent a re-INVITE with a new offer (hold, resume, codec
+    /// change), when [`EndpointConfig::reinvite_to_app`] is set: answer it
+    /// with [`Endpoint::answer_reinvite`] or [`Endpoint::reject_reinvite`].
+    Reinvite {
+        /// The call.
+        call: CallHandle,
+        /// Content-Type of the body, if any.
+        content_type: Option<String>,
+        /// The new offer (SDP).
+        body: Vec<u8>,
+    },
+    /// A transfer happening in a call's dialog (see [`crate::refer`]).
+    Refer(ReferEvent),
+    /// A registration changed state (see [`crate::register`]).
+    Registration {
+        /// The registration.
+        registration: RegistrationId,
+        /// Its new state.
+        state: RegistrationState,
+    },
 }
 
 /// A call command could not be carried out.
@@ -204,6 +251,9 @@ pub enum CallError {
     /// A URI given for an outbound call is invalid.
     #[error("invalid URI {0:?}")]
     InvalidUri(String),
+    /// No such registration (already ended).
+    #[error("no such registration {0}")]
+    NoSuchRegistration(RegistrationId),
 }
 
 /// Endpoint settings.
@@ -220,6 +270,19 @@ pub struct EndpointConfig {
     pub timers: Timers,
     /// Option tags we support (Supported; anything else in Require gets 420).
     pub supported: Vec<String>,
+    /// Hand re-INVITEs that change the session to the application as
+    /// [`Event::Reinvite`] (answered with [`Endpoint::answer_reinvite`]).
+    /// When false, or for an offer repeating the previous one (a refresh),
+    /// the endpoint answers with the current local SDP itself.
+    pub reinvite_to_app: bool,
+    /// Session timers (RFC 4028): the interval we ask for and grant. None
+    /// turns the extension off (Session-Expires is then ignored and
+    /// `Require: timer` gets 420).
+    pub session_expires: Option<Duration>,
+    /// The smallest interval we accept (Min-SE). RFC 4028 4 sets a 90 s
+    /// floor ([`MIN_SE_FLOOR`], the default); lower values are honoured
+    /// for tests that want to watch refreshes happen.
+    pub min_se: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -230,6 +293,9 @@ impl Default for EndpointConfig {
             user_agent: concat!("voicegate/", env!("CARGO_PKG_VERSION")).to_string(),
             timers: Timers::default(),
             supported: Vec::new(),
+            reinvite_to_app: false,
+            session_expires: None,
+            min_se: MIN_SE_FLOOR,
         }
     }
 }
@@ -273,6 +339,14 @@ enum Purpose {
     Invite(CallHandle),
     /// CANCEL of our INVITE: the INVITE's own final response ends the call.
     Cancel,
+    /// A REGISTER of this registration.
+    Register(RegistrationId),
+    /// Our REFER in this call.
+    Refer(CallHandle),
+    /// Our NOTIFY in this call (its outcome changes nothing).
+    Notify,
+    /// Our session refresh re-INVITE in this call.
+    Reinvite(CallHandle),
 }
 
 struct ClientEntry {
@@ -315,6 +389,19 @@ struct Call {
     /// hangup() was asked before the ACK arrived (RFC 3261 15: no BYE before
     /// ACK or the 2xx timeout).
     bye_pending: bool,
+    /// Digest state of our INVITE (outbound calls given credentials).
+    auth: Option<ClientAuth>,
+    /// CSeq of the INVITE whose 2xx `ok_bytes` holds (its ACK carries it).
+    ok_seq: u32,
+    /// The peer's re-INVITE waiting for the application's answer: its
+    /// server transaction and the request.
+    reinvite: Option<(u64, rsip::Request)>,
+    /// Our refresh re-INVITE is out.
+    refreshing: bool,
+    /// The RFC 4028 timer, when one was negotiated.
+    session: Option<SessionTimer>,
+    /// The o= line of the peer's last session description.
+    remote_origin: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -322,6 +409,7 @@ enum Slot {
     Server(u64),
     Client(u64),
     Call(u64),
+    Registration(u64),
 }
 
 /// The SIP endpoint core.
@@ -334,6 +422,7 @@ pub struct Endpoint {
     client: HashMap<u64, ClientEntry>,
     client_index: HashMap<ClientKey, u64>,
     calls: HashMap<u64, Call>,
+    registrations: HashMap<u64, Registration>,
     dialogs: HashMap<DialogId, u64>,
     timers: BinaryHeap<Reverse<(Instant, Slot)>>,
     transmits: VecDeque<Transmit>,
@@ -353,6 +442,7 @@ impl Endpoint {
             client: HashMap::new(),
             client_index: HashMap::new(),
             calls: HashMap::new(),
+            registrations: HashMap::new(),
             dialogs: HashMap::new(),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
@@ -448,13 +538,20 @@ impl Endpoint {
                 ClientTx::Invite(t) => t.poll_timeout(),
                 ClientTx::NonInvite(t) => t.poll_timeout(),
             }),
-            Slot::Call(id) => self
-                .calls
-                .get(&id)
-                .and_then(|c| match (c.ok_next, c.ok_deadline) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }),
+            Slot::Call(id) => self.calls.get(&id).and_then(|c| {
+                // The session timer waits while a re-INVITE is in progress.
+                let session = c
+                    .session
+                    .filter(|_| {
+                        c.state == CallState::Confirmed && !c.refreshing && c.reinvite.is_none()
+                    })
+                    .map(|t| t.deadline());
+                [c.ok_next, c.ok_deadline, session]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }),
+            Slot::Registration(id) => self.registrations.get(&id).and_then(|r| r.deadline()),
         }
     }
 
@@ -491,9 +588,10 @@ impl Endpoint {
                             ClientTx::NonInvite(t) => t.handle_timeout(now),
                         }
                     }
-                    self.service_client(id);
+                    self.service_client(id, now);
                 }
                 Slot::Call(id) => self.call_timer(id, now),
+                Slot::Registration(id) => self.send_register(id, true, now),
             }
         }
     }
@@ -502,7 +600,10 @@ impl Endpoint {
     pub fn handle_input(&mut self, peer: Peer, bytes: &[u8], now: Instant) {
         match parse(bytes) {
             Ok(rsip::SipMessage::Request(req)) => self.handle_request(req, peer, now),
-            Ok(rsip::SipMessage::Response(resp)) => self.handle_response(resp, now),
+            Ok(rsip::SipMessage::Response(mut resp)) => {
+                keep_reason_phrase(&mut resp, bytes);
+                self.handle_response(resp, now)
+            }
             Err(e) => self.handle_malformed(e, peer),
         }
     }
@@ -514,6 +615,18 @@ impl Endpoint {
             tracing::debug!(peer = %peer.addr, reason = %e.reason, "dropped malformed SIP message");
             return;
         };
+        // An ACK is never answered (RFC 3261 17.2.1: it has no response),
+        // even a malformed one: found when a SIPp scenario sent an ACK with
+        // an empty Request-URI and got a 400 back.
+        if ctx
+            .cseq
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|m| m.eq_ignore_ascii_case("ACK"))
+        {
+            tracing::debug!(peer = %peer.addr, reason = %e.reason, "dropped malformed ACK");
+            return;
+        }
         // Answer without a transaction: a retransmission gets the same answer.
         let (code, reason) = e.status();
         tracing::debug!(peer = %peer.addr, code, reason = %reason, "rejected malformed request");
@@ -619,9 +732,7 @@ impl Endpoint {
             .iter()
             .flat_map(|v| v.split(','))
             .map(|t| t.trim().to_string())
-            .filter(|t| {
-                !t.is_empty() && !self.cfg.supported.iter().any(|s| s.eq_ignore_ascii_case(t))
-            })
+            .filter(|t| !t.is_empty() && !self.supports(t))
             .collect();
         if !unsupported.is_empty() {
             let extra = vec![Header::Unsupported(rsip::headers::Unsupported::new(
@@ -631,6 +742,26 @@ impl Endpoint {
             return;
         }
 
+        if req.method == rsip::Method::Invite
+            && self.cfg.session_expires.is_some()
+            && session_expires_of(&req.headers).is_some_and(|se| se.interval < self.min_se())
+        {
+            // RFC 4028 8.1: too small an interval.
+            let extra = vec![Header::Other(
+                "Min-SE".into(),
+                self.min_se().as_secs().to_string(),
+            )];
+            self.respond_new(
+                req,
+                key,
+                dest,
+                422,
+                "Session Interval Too Small",
+                extra,
+                now,
+            );
+            return;
+        }
         if !summary.to_tag.is_empty() {
             self.handle_in_dialog(req, &summary, key, dest, now);
             return;
@@ -642,7 +773,8 @@ impl Endpoint {
                 let extra = self.capability_headers();
                 self.respond_new(req, key, dest, 200, "", extra, now);
             }
-            rsip::Method::Bye => {
+            // A NOTIFY outside any subscription we know (RFC 6665 4.1.3).
+            rsip::Method::Bye | rsip::Method::Notify => {
                 self.stats.no_such_transaction += 1;
                 self.respond_new(
                     req,
@@ -650,6 +782,19 @@ impl Endpoint {
                     dest,
                     481,
                     "Call/Transaction Does Not Exist",
+                    Vec::new(),
+                    now,
+                );
+            }
+            // REFER is allowed, but only inside a call (RFC 3515 2.4.2
+            // lets a UA refuse a REFER it will not act on).
+            rsip::Method::Refer => {
+                self.respond_new(
+                    req,
+                    key,
+                    dest,
+                    403,
+                    "Out-of-dialog REFER Not Accepted",
                     Vec::new(),
                     now,
                 );
@@ -665,7 +810,7 @@ impl Endpoint {
         vec![
             Header::Allow(rsip::headers::Allow::new(ALLOW)),
             Header::Accept(rsip::headers::Accept::new("application/sdp")),
-            Header::Supported(rsip::headers::Supported::new(self.cfg.supported.join(", "))),
+            Header::Supported(rsip::headers::Supported::new(self.supported_value())),
             Header::Other("Accept-Encoding".into(), "identity".into()),
             Header::Other("Accept-Language".into(), "en".into()),
         ]
@@ -769,6 +914,10 @@ impl Endpoint {
             content_type,
             body: req.body.clone(),
             peer,
+            authorization: req.headers.iter().find_map(|h| match h {
+                Header::Authorization(a) => Some(a.value().to_string()),
+                _ => None,
+            }),
         };
         self.calls.insert(
             call_id,
@@ -785,6 +934,12 @@ impl Endpoint {
                 ok_deadline: None,
                 local_sdp: Vec::new(),
                 bye_pending: false,
+                auth: None,
+                ok_seq: 0,
+                reinvite: None,
+                refreshing: false,
+                session: None,
+                remote_origin: None,
             },
         );
         self.events
@@ -817,7 +972,29 @@ impl Endpoint {
         if still_incoming {
             self.final_to_invite(call, 487, "Request Terminated", Vec::new(), now);
             self.end_call(call.0, EndReason::Cancelled);
+        } else if self
+            .calls
+            .get(&call.0)
+            .and_then(|c| c.reinvite.as_ref())
+            .is_some_and(|(tx, _)| *tx == invite_id)
+        {
+            // A re-INVITE the application had not answered yet.
+            self.terminate_reinvite(call.0, now);
         }
+    }
+
+    /// Answers a pending peer re-INVITE 487 (cancelled, or the call ends).
+    fn terminate_reinvite(&mut self, id: u64, now: Instant) {
+        let Some((tx_id, req)) = self.calls.get_mut(&id).and_then(|c| c.reinvite.take()) else {
+            return;
+        };
+        let mut resp = response_to(&req, 487, "Request Terminated", None);
+        self.decorate(&mut resp, Vec::new());
+        if let Some(ServerTx::Invite(t)) = self.server.get_mut(&tx_id).map(|e| &mut e.tx) {
+            t.send_response(resp, now);
+        }
+        self.service_server(tx_id);
+        self.schedule(Slot::Call(id));
     }
 
     fn handle_in_dialog(
@@ -858,49 +1035,16 @@ impl Endpoint {
         match req.method {
             rsip::Method::Bye => {
                 self.respond_new(req, key, dest, 200, "", Vec::new(), now);
+                self.terminate_reinvite(call_id, now);
                 self.end_call(call_id, EndReason::RemoteBye);
             }
             rsip::Method::Options => {
                 let extra = self.capability_headers();
                 self.respond_new(req, key, dest, 200, "", extra, now);
             }
-            rsip::Method::Invite => {
-                // A re-INVITE (refresh, hold): until media renegotiation is
-                // wired, answer with our current session description, which
-                // RFC 3264 8 allows when nothing changes on our side.
-                let Some(call) = self.calls.get(&call_id) else {
-                    return;
-                };
-                let sdp = call.local_sdp.clone();
-                let contact = self.contact(dest.transport);
-                let tag = summary.to_tag.clone();
-                let mut resp = response_to(&req, 200, "", Some(&tag));
-                let mut extra = vec![
-                    Header::Contact(rsip::headers::Contact::new(contact)),
-                    Header::Allow(rsip::headers::Allow::new(ALLOW)),
-                ];
-                if !sdp.is_empty() {
-                    extra.push(Header::ContentType(rsip::headers::ContentType::new(
-                        "application/sdp",
-                    )));
-                }
-                self.decorate(&mut resp, extra);
-                resp.body = sdp;
-                let mut t = ServerInvite::new(req, dest.transport.reliable(), self.cfg.timers);
-                t.send_response(resp, now);
-                let tx_id = self.id();
-                self.server_index.insert(key.clone(), tx_id);
-                self.server.insert(
-                    tx_id,
-                    ServerEntry {
-                        key,
-                        tx: ServerTx::Invite(t),
-                        dest,
-                        call: None,
-                    },
-                );
-                self.service_server(tx_id);
-            }
+            rsip::Method::Notify => self.incoming_notify(call_id, req, key, dest, now),
+            rsip::Method::Refer => self.incoming_refer(call_id, req, key, dest, now),
+            rsip::Method::Invite => self.incoming_reinvite(call_id, req, key, dest, now),
             _ => {
                 let extra = vec![Header::Allow(rsip::headers::Allow::new(ALLOW))];
                 self.respond_new(req, key, dest, 405, "Method Not Allowed", extra, now);
@@ -922,7 +1066,14 @@ impl Endpoint {
             return;
         };
         if call.state != CallState::Answered {
-            return; // ACK retransmission
+            // The ACK of a re-INVITE's 2xx, or a retransmission.
+            if call.ok_bytes.is_some() && call.ok_seq == summary.cseq {
+                call.ok_bytes = None;
+                call.ok_next = None;
+                call.ok_deadline = None;
+                self.schedule(Slot::Call(call_id));
+            }
+            return;
         }
         call.state = CallState::Confirmed;
         call.ok_bytes = None;
@@ -932,6 +1083,7 @@ impl Endpoint {
         self.events.push_back(Event::CallConfirmed {
             call: CallHandle(call_id),
         });
+        self.schedule(Slot::Call(call_id));
         if bye_pending {
             let _ = self.send_bye(call_id, now);
         }
@@ -952,7 +1104,7 @@ impl Endpoint {
                 ClientTx::NonInvite(t) => t.handle_response(resp, now),
             }
         }
-        self.service_client(id);
+        self.service_client(id, now);
     }
 
     /// Drains a server transaction's outputs, reschedules or removes it.
@@ -1000,13 +1152,13 @@ impl Endpoint {
     }
 
     /// Drains a client transaction's outputs and acts on its events.
-    fn service_client(&mut self, id: u64) {
+    fn service_client(&mut self, id: u64, now: Instant) {
         let Some(e) = self.client.get_mut(&id) else {
             return;
         };
         let peer = e.peer;
         let purpose = e.purpose;
-        let mut events = Vec::new();
+        let mut events: Vec<TxEvent> = Vec::new();
         let terminated = match &mut e.tx {
             ClientTx::Invite(t) => {
                 while let Some(bytes) = t.poll_transmit() {
@@ -1027,6 +1179,21 @@ impl Endpoint {
                 t.state() == State::Terminated
             }
         };
+        // An in-dialog request of ours challenged by the peer or a proxy.
+        let challenged = matches!(
+            purpose,
+            Purpose::Bye(_) | Purpose::Refer(_) | Purpose::Reinvite(_)
+        ) && events.iter().any(
+            |ev| matches!(ev, TxEvent::Response(r) if matches!(r.status_code.code(), 401 | 407)),
+        );
+        let request = if challenged {
+            self.client.get(&id).map(|e| match &e.tx {
+                ClientTx::Invite(t) => t.request().clone(),
+                ClientTx::NonInvite(t) => t.request().clone(),
+            })
+        } else {
+            None
+        };
         if terminated {
             if let Some(e) = self.client.remove(&id) {
                 self.client_index.remove(&e.key);
@@ -1035,12 +1202,77 @@ impl Endpoint {
             self.schedule(Slot::Client(id));
         }
         for ev in events {
+            if let (Some(req), TxEvent::Response(r)) = (&request, &ev)
+                && matches!(r.status_code.code(), 401 | 407)
+                && self.retry_in_dialog(purpose, req, r, peer, now)
+            {
+                continue;
+            }
             match purpose {
                 Purpose::Bye(call) => self.bye_event(call, ev),
-                Purpose::Invite(call) => self.invite_event(call, ev),
+                Purpose::Invite(call) => self.invite_event(call, ev, now),
                 Purpose::Cancel => {}
+                Purpose::Register(reg) => self.register_event(reg, ev, now),
+                Purpose::Refer(call) => self.refer_event(call, ev),
+                Purpose::Notify => {}
+                Purpose::Reinvite(call) => self.refresh_event(call, ev, now),
             }
         }
+    }
+
+    /// A 401/407 to our BYE, REFER or refresh re-INVITE in a call placed
+    /// with credentials: sent again with credentials and the dialog's next
+    /// CSeq (RFC 3261 22.2). False when there is nothing to answer with.
+    fn retry_in_dialog(
+        &mut self,
+        purpose: Purpose,
+        req: &rsip::Request,
+        resp: &rsip::Response,
+        peer: Peer,
+        now: Instant,
+    ) -> bool {
+        let (Purpose::Bye(call) | Purpose::Refer(call) | Purpose::Reinvite(call)) = purpose else {
+            return false;
+        };
+        let Some(c) = self.calls.get_mut(&call.0) else {
+            return false;
+        };
+        let (Some(auth), Some(dialog)) = (c.auth.as_mut(), c.dialog.as_mut()) else {
+            return false;
+        };
+        let had_credentials = req
+            .headers
+            .iter()
+            .any(|h| matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_)));
+        if !had_credentials {
+            // A new request: realms answered for earlier ones do not count.
+            auth.new_request();
+        }
+        if let Err(e) = auth.challenged(resp) {
+            tracing::info!(%call, method = %req.method, error = %e, "in-dialog authentication failed");
+            return false;
+        }
+        dialog.local_seq = dialog.local_seq.wrapping_add(1);
+        let seq = dialog.local_seq;
+        let mut auth = c.auth.take();
+        let mut retry = req.clone();
+        let via = self.via(peer.transport);
+        for h in retry.headers.iter_mut() {
+            match h {
+                Header::Via(v) => *v = rsip::headers::Via::new(via.clone()),
+                Header::CSeq(v) => *v = rsip::headers::CSeq::new(format!("{seq} {}", req.method)),
+                _ => {}
+            }
+        }
+        if let Some(a) = auth.as_mut() {
+            let mut cnonce = || self.token(16);
+            a.apply(&mut retry, &mut cnonce);
+        }
+        if let Some(c) = self.calls.get_mut(&call.0) {
+            c.auth = auth;
+        }
+        self.start_client(retry, peer, purpose, now);
+        true
     }
 
     fn bye_event(&mut self, call: CallHandle, ev: TxEvent) {
@@ -1054,7 +1286,7 @@ impl Endpoint {
         }
     }
 
-    fn invite_event(&mut self, call: CallHandle, ev: TxEvent) {
+    fn invite_event(&mut self, call: CallHandle, ev: TxEvent, now: Instant) {
         match ev {
             TxEvent::Response(resp) => {
                 let code = resp.status_code.code();
@@ -1065,24 +1297,16 @@ impl Endpoint {
                         status: code,
                         body: resp.body.clone(),
                     }),
-                    200..=299 => self.invite_answered(call, resp),
+                    200..=299 => self.invite_answered(call, resp, now),
                     _ => {
+                        if (code == 401 || code == 407) && self.retry_with_auth(call, &resp, now) {
+                            return;
+                        }
+                        if code == 422 && self.retry_interval(call, &resp, now) {
+                            return;
+                        }
                         if self.calls.contains_key(&call.0) {
-                            let reason = match &resp.status_code {
-                                rsip::StatusCode::Other(_, r) => r.clone(),
-                                other => other
-                                    .to_string()
-                                    .split_once(' ')
-                                    .map(|(_, r)| r.to_string())
-                                    .unwrap_or_default(),
-                            };
-                            self.end_call(
-                                call.0,
-                                EndReason::Rejected {
-                                    status: code,
-                                    reason,
-                                },
-                            );
+                            self.end_call(call.0, rejected(&resp));
                         }
                     }
                 }
@@ -1101,9 +1325,103 @@ impl Endpoint {
         }
     }
 
+    /// UAC: a 401/407 to our INVITE (RFC 3261 22.2). The transaction has
+    /// ACKed it; the INVITE goes again with credentials, the same Call-ID,
+    /// From tag and To, a new branch and the next CSeq. False when the call
+    /// has no credentials or they were rejected: the call then ends.
+    fn retry_with_auth(&mut self, call: CallHandle, resp: &rsip::Response, now: Instant) -> bool {
+        let Some(c) = self.calls.get_mut(&call.0) else {
+            return false;
+        };
+        if c.state != CallState::Calling {
+            return false;
+        }
+        let Some(auth) = c.auth.as_mut() else {
+            return false;
+        };
+        if let Err(e) = auth.challenged(resp) {
+            tracing::info!(%call, code = resp.status_code.code(), error = %e, "INVITE authentication failed");
+            return false;
+        }
+        self.resend_invite(call, now, |_| {});
+        true
+    }
+
+    /// UAC: a 422 to our INVITE (RFC 4028 7.4): asked again with the
+    /// interval raised to the Min-SE it names, once per raise.
+    fn retry_interval(&mut self, call: CallHandle, resp: &rsip::Response, now: Instant) -> bool {
+        let Some(c) = self.calls.get(&call.0) else {
+            return false;
+        };
+        if c.state != CallState::Calling || self.cfg.session_expires.is_none() {
+            return false;
+        }
+        let asked = session_expires_of(&c.invite.headers).map(|se| se.interval);
+        let Some(min) = header_values(&resp.headers, "Min-SE")
+            .first()
+            .and_then(|v| parse_min_se(v))
+        else {
+            return false;
+        };
+        if asked.is_some_and(|a| a >= min) || min > Duration::from_secs(86_400) {
+            return false;
+        }
+        self.resend_invite(call, now, |req| {
+            req.headers.retain(|h| {
+                !matches!(h, Header::Other(n, _)
+                    if n.eq_ignore_ascii_case("Session-Expires") || n.eq_ignore_ascii_case("Min-SE"))
+            });
+            req.headers.push(Header::Other(
+                "Session-Expires".into(),
+                min.as_secs().to_string(),
+            ));
+            req.headers
+                .push(Header::Other("Min-SE".into(), min.as_secs().to_string()));
+        });
+        true
+    }
+
+    /// Sends our INVITE again (after a 401/407/422): the same Call-ID,
+    /// From tag and To, a new branch, the next CSeq, `edit` applied and
+    /// credentials refreshed.
+    fn resend_invite(
+        &mut self,
+        call: CallHandle,
+        now: Instant,
+        edit: impl FnOnce(&mut rsip::Request),
+    ) {
+        let Some(c) = self.calls.get_mut(&call.0) else {
+            return;
+        };
+        let mut auth = c.auth.take();
+        let transport = c.peer.transport;
+        let mut req = c.invite.clone();
+        let via = self.via(transport);
+        let seq = cseq_number(&req) + 1;
+        for h in req.headers.iter_mut() {
+            match h {
+                Header::Via(v) => *v = rsip::headers::Via::new(via.clone()),
+                Header::CSeq(v) => *v = rsip::headers::CSeq::new(format!("{seq} INVITE")),
+                _ => {}
+            }
+        }
+        edit(&mut req);
+        if let Some(auth) = auth.as_mut() {
+            let mut cnonce = || self.token(16);
+            auth.apply(&mut req, &mut cnonce);
+        }
+        let Some(c) = self.calls.get_mut(&call.0) else {
+            return;
+        };
+        c.auth = auth;
+        c.invite = req.clone();
+        let peer = c.peer;
+        self.start_client(req, peer, Purpose::Invite(call), now);
+    }
+
     /// UAC: a 2xx to our INVITE. Every 2xx (also retransmissions, and 2xx
     /// from forked branches) gets an ACK from the dialog (RFC 3261 13.2.2.4).
-    fn invite_answered(&mut self, call: CallHandle, resp: rsip::Response) {
+    fn invite_answered(&mut self, call: CallHandle, resp: rsip::Response, now: Instant) {
         let Some(c) = self.calls.get(&call.0) else {
             return;
         };
@@ -1119,6 +1437,7 @@ impl Endpoint {
                         EndReason::Rejected {
                             status: 502,
                             reason: e.to_string(),
+                            reason_header: None,
                         },
                     );
                     return;
@@ -1160,7 +1479,19 @@ impl Endpoint {
             c.state = CallState::Confirmed;
             let id = dialog.id.clone();
             c.dialog = Some(dialog);
+            c.remote_origin = sdp_origin(&resp.body);
+            if self.cfg.session_expires.is_some() {
+                // RFC 4028 7.2: the 2xx decides; without Session-Expires
+                // there is no timer. We are the UAC of the INVITE.
+                c.session = session_expires_of(&resp.headers).map(|se| SessionTimer {
+                    interval: se.interval,
+                    we_refresh: se.refresher != Some(Refresher::Uas),
+                    started: now,
+                    retry_at: None,
+                });
+            }
             self.dialogs.insert(id, call.0);
+            self.schedule(Slot::Call(call.0));
             self.events.push_back(Event::CallAnswered {
                 call,
                 body: resp.body,
@@ -1172,10 +1503,15 @@ impl Endpoint {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if call.state != CallState::Answered {
-            return;
+        if call.state != CallState::Answered && call.ok_deadline.is_some_and(|d| d <= now) {
+            // The 2xx to a re-INVITE was never ACKed: stop resending it; the
+            // dialog itself stays (RFC 3261 14.2). (Also while our BYE is
+            // out: a deadline left in the past would fire forever.)
+            call.ok_next = None;
+            call.ok_deadline = None;
+            call.ok_bytes = None;
         }
-        if call.ok_deadline.is_some_and(|d| d <= now) {
+        if call.state == CallState::Answered && call.ok_deadline.is_some_and(|d| d <= now) {
             // RFC 3261 13.3.1.4: no ACK within 64*T1: confirm and end with BYE.
             call.ok_next = None;
             call.ok_deadline = None;
@@ -1201,6 +1537,28 @@ impl Endpoint {
             }
             call.ok_interval = (call.ok_interval * 2).min(self.cfg.timers.t2);
             call.ok_next = Some(next + call.ok_interval);
+        }
+        let due = call
+            .session
+            .filter(|t| {
+                call.state == CallState::Confirmed
+                    && !call.refreshing
+                    && call.reinvite.is_none()
+                    && t.deadline() <= now
+            })
+            .map(|t| t.we_refresh);
+        match due {
+            Some(true) => self.send_refresh(id, now),
+            Some(false) => {
+                tracing::info!(
+                    call = id,
+                    "session timer expired without refresh; sending BYE"
+                );
+                let _ = self.send_bye(id, now);
+                self.end_call(id, EndReason::SessionExpired);
+                return;
+            }
+            None => {}
         }
         self.schedule(Slot::Call(id));
     }
@@ -1299,6 +1657,7 @@ impl Endpoint {
                     EndReason::Rejected {
                         status: 400,
                         reason,
+                        reason_header: None,
                     },
                 );
                 return Ok(());
@@ -1317,13 +1676,18 @@ impl Endpoint {
         )));
         extra.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
         extra.push(Header::Supported(rsip::headers::Supported::new(
-            self.cfg.supported.join(", "),
+            self.supported_value(),
         )));
+        let session = self.negotiate_uas(&c.invite);
+        if let Some((se, uac_supports)) = session {
+            extra.extend(session_headers(se, uac_supports));
+        }
         if !sdp.is_empty() {
             extra.push(Header::ContentType(rsip::headers::ContentType::new(
                 "application/sdp",
             )));
         }
+        let remote_origin = sdp_origin(&c.invite.body);
         self.decorate(&mut resp, extra);
         resp.body = sdp.clone();
         let bytes = to_bytes(resp.clone());
@@ -1345,6 +1709,8 @@ impl Endpoint {
         c.ok_interval = t1;
         c.ok_next = Some(now + t1);
         c.ok_deadline = Some(deadline);
+        c.remote_origin = remote_origin;
+        c.session = session.map(|(se, _)| uas_timer(se, now));
         self.dialogs.insert(id, call.0);
         self.schedule(Slot::Call(call.0));
         Ok(())
@@ -1374,6 +1740,7 @@ impl Endpoint {
             EndReason::Rejected {
                 status: code,
                 reason: reason.to_string(),
+                reason_header: None,
             },
         );
         Ok(())
@@ -1396,6 +1763,7 @@ impl Endpoint {
                     EndReason::Rejected {
                         status: 480,
                         reason: "Temporarily Unavailable".into(),
+                        reason_header: None,
                     },
                 );
                 Ok(())
@@ -1412,6 +1780,23 @@ impl Endpoint {
 
     fn send_bye(&mut self, id: u64, now: Instant) -> Result<(), CallError> {
         let call = CallHandle(id);
+        let (bye, peer) = self.dialog_request(id, rsip::Method::Bye, "send BYE")?;
+        self.terminate_reinvite(id, now);
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.state = CallState::Terminating;
+        }
+        self.start_client(bye, peer, Purpose::Bye(call), now);
+        Ok(())
+    }
+
+    /// Builds the next in-dialog request of a call and where to send it.
+    fn dialog_request(
+        &mut self,
+        id: u64,
+        method: rsip::Method,
+        what: &'static str,
+    ) -> Result<(rsip::Request, Peer), CallError> {
+        let call = CallHandle(id);
         let transport = self
             .calls
             .get(&id)
@@ -1421,11 +1806,8 @@ impl Endpoint {
         let via = self.via(transport);
         let contact = self.contact(transport);
         let c = self.calls.get_mut(&id).ok_or(CallError::NoSuchCall(call))?;
-        let dialog = c
-            .dialog
-            .as_mut()
-            .ok_or(CallError::WrongState(call, "send BYE"))?;
-        let bye = dialog.request(rsip::Method::Bye, via, &contact, None);
+        let dialog = c.dialog.as_mut().ok_or(CallError::WrongState(call, what))?;
+        let req = dialog.request(method, via, &contact, None);
         let peer = match dialog.next_hop() {
             Some(addr) if addr != c.peer.addr => Peer {
                 addr,
@@ -1434,9 +1816,215 @@ impl Endpoint {
             },
             _ => c.peer,
         };
-        c.state = CallState::Terminating;
-        self.start_client(bye, peer, Purpose::Bye(call), now);
+        Ok((req, peer))
+    }
+
+    /// Asks the peer to call `refer_to` (a SIP or tel URI, with or without
+    /// angle brackets): an in-dialog REFER (RFC 3515) on a confirmed call.
+    /// The outcome comes as [`Event::Refer`]: Accepted/Failed for the REFER,
+    /// then Notify for each NOTIFY of the transfer's progress.
+    pub fn refer(
+        &mut self,
+        call: CallHandle,
+        refer_to: &str,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        let c = self.calls.get(&call.0).ok_or(CallError::NoSuchCall(call))?;
+        if c.state != CallState::Confirmed {
+            return Err(CallError::WrongState(call, "send REFER"));
+        }
+        let target = refer_to.trim();
+        let bare = target.trim_start_matches('<').trim_end_matches('>');
+        let scheme_ok = ["sip:", "sips:", "tel:"].iter().any(|p| {
+            bare.get(..p.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(p))
+        });
+        if !scheme_ok
+            || bare.contains(|c: char| c.is_whitespace() || c == '<' || c == '>')
+            || (!bare[..4].eq_ignore_ascii_case("tel:") && rsip::Uri::try_from(bare).is_err())
+            || bare.len() <= 4
+        {
+            return Err(CallError::InvalidUri(refer_to.to_string()));
+        }
+        let refer_to = if target.contains('<') {
+            target.to_string()
+        } else {
+            format!("<{target}>")
+        };
+        let (mut req, peer) = self.dialog_request(call.0, rsip::Method::Refer, "send REFER")?;
+        let local = self
+            .calls
+            .get(&call.0)
+            .and_then(|c| c.dialog.as_ref())
+            .map(|d| crate::dialog::uri_of(&d.local_header).to_string());
+        req.headers.push(Header::Other("Refer-To".into(), refer_to));
+        if let Some(local) = local {
+            req.headers
+                .push(Header::Other("Referred-By".into(), format!("<{local}>")));
+        }
+        self.start_client(req, peer, Purpose::Refer(call), now);
         Ok(())
+    }
+
+    /// Reports the progress of a transfer the peer asked us for (after
+    /// [`ReferEvent::Incoming`]): an in-dialog NOTIFY (Event: refer) whose
+    /// sipfrag carries `status` (e.g. 180, 200, 486); `terminated` ends the
+    /// implicit subscription (send it with the final status).
+    pub fn notify(
+        &mut self,
+        call: CallHandle,
+        status: u16,
+        terminated: bool,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        if !(100..=699).contains(&status) {
+            return Err(CallError::WrongState(call, "notify with this status"));
+        }
+        let (req, peer) = self.build_notify(call, status, terminated)?;
+        self.start_client(req, peer, Purpose::Notify, now);
+        Ok(())
+    }
+
+    fn build_notify(
+        &mut self,
+        call: CallHandle,
+        status: u16,
+        terminated: bool,
+    ) -> Result<(rsip::Request, Peer), CallError> {
+        let (mut req, peer) = self.dialog_request(call.0, rsip::Method::Notify, "send NOTIFY")?;
+        req.headers
+            .push(Header::Event(rsip::headers::Event::new("refer")));
+        let state = if terminated {
+            "terminated;reason=noresource"
+        } else {
+            "active;expires=60"
+        };
+        req.headers.push(Header::SubscriptionState(
+            rsip::headers::SubscriptionState::new(state),
+        ));
+        req.headers
+            .push(Header::ContentType(rsip::headers::ContentType::new(
+                "message/sipfrag;version=2.0",
+            )));
+        req.body = sipfrag(status, "");
+        Ok((req, peer))
+    }
+
+    fn refer_event(&mut self, call: CallHandle, ev: TxEvent) {
+        let event = match ev {
+            TxEvent::Response(r) => {
+                let status = r.status_code.code();
+                match status {
+                    100..=199 => return,
+                    200..=299 => ReferEvent::Accepted { call, status },
+                    _ => ReferEvent::Failed {
+                        call,
+                        status: Some(status),
+                        reason: reason_phrase(&r),
+                    },
+                }
+            }
+            TxEvent::Timeout => ReferEvent::Failed {
+                call,
+                status: None,
+                reason: "no response to REFER".into(),
+            },
+            TxEvent::TransportError => ReferEvent::Failed {
+                call,
+                status: None,
+                reason: "transport error".into(),
+            },
+            TxEvent::Ack(_) => return,
+        };
+        if self.calls.contains_key(&call.0) {
+            self.events.push_back(Event::Refer(event));
+        }
+    }
+
+    /// An in-dialog NOTIFY: the progress of our REFER (RFC 3515 2.4.5).
+    fn incoming_notify(
+        &mut self,
+        id: u64,
+        req: rsip::Request,
+        key: ServerKey,
+        dest: Peer,
+        now: Instant,
+    ) {
+        let event = header_values(&req.headers, "Event")
+            .first()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        if !is_refer_event(&event) {
+            // RFC 6665 8.2.1: unknown event package.
+            let extra = vec![Header::Other("Allow-Events".into(), "refer".into())];
+            self.respond_new(req, key, dest, 489, "Bad Event", extra, now);
+            return;
+        }
+        let Some(state) = header_values(&req.headers, "Subscription-State")
+            .first()
+            .map(|s| s.to_string())
+        else {
+            self.respond_new(
+                req,
+                key,
+                dest,
+                400,
+                "Missing Subscription-State",
+                Vec::new(),
+                now,
+            );
+            return;
+        };
+        let frag = parse_sipfrag(&req.body);
+        self.respond_new(req, key, dest, 200, "", Vec::new(), now);
+        self.events.push_back(Event::Refer(ReferEvent::Notify {
+            call: CallHandle(id),
+            status: frag.as_ref().map(|(c, _)| *c),
+            reason: frag.map(|(_, r)| r).unwrap_or_default(),
+            terminated: is_terminated(&state),
+        }));
+    }
+
+    /// An in-dialog REFER: accepted with 202, the implicit subscription's
+    /// first NOTIFY (100 Trying) sent at once (RFC 3515 2.4.2, 2.4.4).
+    fn incoming_refer(
+        &mut self,
+        id: u64,
+        req: rsip::Request,
+        key: ServerKey,
+        dest: Peer,
+        now: Instant,
+    ) {
+        let refer_to = header_values(&req.headers, "Refer-To");
+        let [refer_to] = refer_to[..] else {
+            // RFC 3515 2.4.1: exactly one Refer-To.
+            self.respond_new(
+                req,
+                key,
+                dest,
+                400,
+                "Missing or Multiple Refer-To",
+                Vec::new(),
+                now,
+            );
+            return;
+        };
+        let refer_to = refer_to.to_string();
+        let referred_by = header_values(&req.headers, "Referred-By")
+            .first()
+            .map(|s| s.to_string());
+        let contact = self.contact(dest.transport);
+        let extra = vec![Header::Contact(rsip::headers::Contact::new(contact))];
+        self.respond_new(req, key, dest, 202, "Accepted", extra, now);
+        let call = CallHandle(id);
+        if let Ok((notify, peer)) = self.build_notify(call, 100, false) {
+            self.start_client(notify, peer, Purpose::Notify, now);
+        }
+        self.events.push_back(Event::Refer(ReferEvent::Incoming {
+            call,
+            refer_to,
+            referred_by,
+        }));
     }
 
     fn send_cancel(&mut self, id: u64, now: Instant) -> Result<(), CallError> {
@@ -1497,7 +2085,7 @@ impl Endpoint {
                 purpose,
             },
         );
-        self.service_client(id);
+        self.service_client(id, now);
     }
 
     /// Places an outbound call: INVITE to `target` (a SIP URI with an IP
@@ -1510,6 +2098,24 @@ impl Endpoint {
         to_uri: &str,
         sdp: Vec<u8>,
         peer: Peer,
+        now: Instant,
+    ) -> Result<CallHandle, CallError> {
+        self.invite_with_auth(target, from_uri, to_uri, sdp, peer, None, now)
+    }
+
+    /// As [`invite`](Self::invite), answering 401/407 challenges with
+    /// `creds` (RFC 3261 22.2): the INVITE is re-sent with credentials; a
+    /// realm challenged again without `stale=true` ends the call with the
+    /// challenge response as [`EndReason::Rejected`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn invite_with_auth(
+        &mut self,
+        target: &str,
+        from_uri: &str,
+        to_uri: &str,
+        sdp: Vec<u8>,
+        peer: Peer,
+        creds: Option<Credentials>,
         now: Instant,
     ) -> Result<CallHandle, CallError> {
         let uri = rsip::Uri::try_from(target).map_err(|_| CallError::InvalidUri(target.into()))?;
@@ -1531,6 +2137,21 @@ impl Endpoint {
         headers.push(Header::CSeq(rsip::headers::CSeq::new("1 INVITE")));
         headers.push(Header::Contact(rsip::headers::Contact::new(contact)));
         headers.push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+        if let Some(se) = self.cfg.session_expires {
+            // RFC 4028 7.1: ask for an interval, leave the refresher to the UAS.
+            let se = se.max(self.min_se());
+            headers.push(Header::Supported(rsip::headers::Supported::new(
+                self.supported_value(),
+            )));
+            headers.push(Header::Other(
+                "Session-Expires".into(),
+                se.as_secs().to_string(),
+            ));
+            headers.push(Header::Other(
+                "Min-SE".into(),
+                self.min_se().as_secs().to_string(),
+            ));
+        }
         headers.push(Header::UserAgent(rsip::headers::UserAgent::new(
             self.cfg.user_agent.clone(),
         )));
@@ -1562,10 +2183,682 @@ impl Endpoint {
                 ok_deadline: None,
                 local_sdp: sdp,
                 bye_pending: false,
+                auth: creds.map(ClientAuth::new),
+                ok_seq: 0,
+                reinvite: None,
+                refreshing: false,
+                session: None,
+                remote_origin: None,
             },
         );
         self.start_client(req, peer, Purpose::Invite(CallHandle(id)), now);
         Ok(CallHandle(id))
+    }
+}
+
+impl Endpoint {
+    /// Starts registering (RFC 3261 10.2): the first REGISTER goes out at
+    /// once; progress comes as [`Event::Registration`].
+    pub fn register(&mut self, cfg: RegistrationConfig, now: Instant) -> RegistrationId {
+        let call_id = format!("{}@{}", self.token(24), self.cfg.advertised.ip());
+        let from_tag = self.token(12);
+        let mut reg = Registration::new(cfg, call_id, from_tag);
+        reg.start(now);
+        let id = self.id();
+        self.registrations.insert(id, reg);
+        self.send_register(id, true, now);
+        RegistrationId(id)
+    }
+
+    /// Removes the binding (REGISTER with Expires: 0), at once or after the
+    /// REGISTER in flight; ends with [`RegistrationState::Unregistered`].
+    pub fn unregister(&mut self, id: RegistrationId, now: Instant) -> Result<(), CallError> {
+        let reg = self
+            .registrations
+            .get_mut(&id.0)
+            .ok_or(CallError::NoSuchRegistration(id))?;
+        if reg.unregister(now) {
+            self.schedule(Slot::Registration(id.0));
+            if reg_due(self.registrations.get(&id.0), now) {
+                self.send_register(id.0, true, now);
+            }
+        } else {
+            self.registrations.remove(&id.0);
+            self.events.push_back(Event::Registration {
+                registration: id,
+                state: RegistrationState::Unregistered { status: None },
+            });
+        }
+        Ok(())
+    }
+
+    /// Unregisters every registration (for shutdown).
+    pub fn unregister_all(&mut self, now: Instant) {
+        let mut ids: Vec<u64> = self.registrations.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let _ = self.unregister(RegistrationId(id), now);
+        }
+    }
+
+    /// The state of a registration (None once it has ended).
+    pub fn registration_state(&self, id: RegistrationId) -> Option<&RegistrationState> {
+        self.registrations.get(&id.0).map(|r| r.state())
+    }
+
+    /// Live registrations.
+    pub fn registration_count(&self) -> usize {
+        self.registrations.len()
+    }
+
+    fn register_contact(&self, reg: &Registration, transport: TransportKind) -> String {
+        let user = reg.contact_user().unwrap_or(&self.cfg.contact_user);
+        match transport {
+            TransportKind::Udp => format!("sip:{user}@{}", self.cfg.advertised),
+            TransportKind::Tcp => format!("sip:{user}@{};transport=tcp", self.cfg.advertised),
+        }
+    }
+
+    /// Sends the registration's next REGISTER (`fresh`: a new request, not
+    /// a re-send with credentials).
+    fn send_register(&mut self, id: u64, fresh: bool, now: Instant) {
+        let Some(reg) = self.registrations.get(&id) else {
+            return;
+        };
+        let peer = reg.config().peer;
+        let contact = format!("<{}>", self.register_contact(reg, peer.transport));
+        let via = self.via(peer.transport);
+        let ua = self.cfg.user_agent.clone();
+        // Tokens for cnonces are drawn before borrowing the registration.
+        let mut cnonces: Vec<String> = (0..4).map(|_| self.token(16)).collect();
+        let Some(reg) = self.registrations.get_mut(&id) else {
+            return;
+        };
+        reg.sending();
+        let mut cnonce = || cnonces.pop().unwrap_or_default();
+        let req = reg.request(via, &contact, &ua, fresh, &mut cnonce);
+        self.report_registration(id);
+        self.start_client(req, peer, Purpose::Register(RegistrationId(id)), now);
+    }
+
+    fn register_event(&mut self, id: RegistrationId, ev: TxEvent, now: Instant) {
+        let contact_uri = match self.registrations.get(&id.0) {
+            Some(reg) => self.register_contact(reg, reg.config().peer.transport),
+            None => return,
+        };
+        let Some(reg) = self.registrations.get_mut(&id.0) else {
+            return;
+        };
+        let next = match ev {
+            TxEvent::Response(r) if r.status_code.code() >= 200 => {
+                reg.on_final(&r, &contact_uri, now)
+            }
+            TxEvent::Response(_) | TxEvent::Ack(_) => return,
+            TxEvent::Timeout | TxEvent::TransportError => reg.on_no_response(now),
+        };
+        match next {
+            Next::SendNow => self.send_register(id.0, false, now),
+            Next::Wait => {
+                self.report_registration(id.0);
+                self.schedule(Slot::Registration(id.0));
+            }
+            Next::Done => {
+                self.report_registration(id.0);
+                self.registrations.remove(&id.0);
+            }
+        }
+    }
+
+    /// Reports a registration's state when it changed.
+    fn report_registration(&mut self, id: u64) {
+        if let Some(state) = self
+            .registrations
+            .get_mut(&id)
+            .and_then(|r| r.take_change())
+        {
+            metrics::counter!("voicegate_sip_registration_states_total", "state" => state.label())
+                .increment(1);
+            self.events.push_back(Event::Registration {
+                registration: RegistrationId(id),
+                state,
+            });
+        }
+    }
+}
+
+fn reg_due(reg: Option<&Registration>, now: Instant) -> bool {
+    reg.and_then(|r| r.deadline()).is_some_and(|d| d <= now)
+}
+
+impl Endpoint {
+    /// The Supported header value: our option tags, `timer` when session
+    /// timers are on.
+    fn supported_value(&self) -> String {
+        let mut tags = self.cfg.supported.clone();
+        if self.cfg.session_expires.is_some()
+            && !tags.iter().any(|t| t.eq_ignore_ascii_case("timer"))
+        {
+            tags.push("timer".to_string());
+        }
+        tags.join(", ")
+    }
+
+    /// Whether we implement an option tag (`timer` when session timers are on).
+    fn supports(&self, tag: &str) -> bool {
+        self.cfg
+            .supported
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(tag))
+            || (self.cfg.session_expires.is_some() && tag.eq_ignore_ascii_case("timer"))
+    }
+
+    /// Our Min-SE (at least 1 s).
+    fn min_se(&self) -> Duration {
+        self.cfg.min_se.max(Duration::from_secs(1))
+    }
+
+    /// RFC 4028 9: the Session-Expires a 2xx to `req` carries (we are the
+    /// UAS of `req`), and whether the UAC supports timers (then the 2xx
+    /// carries `Require: timer`). None when timers are off, or neither side
+    /// asks for one.
+    fn negotiate_uas(&self, req: &rsip::Request) -> Option<(SessionExpires, bool)> {
+        let ours = self.cfg.session_expires?;
+        let uac_supports = supports_timer(&req.headers);
+        let asked = session_expires_of(&req.headers);
+        let their_min = header_values(&req.headers, "Min-SE")
+            .first()
+            .and_then(|v| parse_min_se(v))
+            .unwrap_or_default();
+        let interval = match asked {
+            Some(se) => se.interval,
+            None => ours.max(their_min).max(self.min_se()),
+        };
+        let refresher = match (uac_supports, asked.and_then(|se| se.refresher)) {
+            // A UAC without timer support cannot refresh.
+            (false, _) => Refresher::Uas,
+            (true, Some(r)) => r,
+            // Ours to choose: let the caller refresh.
+            (true, None) => Refresher::Uac,
+        };
+        Some((
+            SessionExpires {
+                interval,
+                refresher: Some(refresher),
+            },
+            uac_supports,
+        ))
+    }
+
+    /// A re-INVITE from the peer (RFC 3261 14.2): glare and overlap checks,
+    /// then answered at once when nothing changes (a session refresh, an
+    /// offer-less INVITE, or `reinvite_to_app` off), else handed to the
+    /// application as [`Event::Reinvite`].
+    fn incoming_reinvite(
+        &mut self,
+        id: u64,
+        req: rsip::Request,
+        key: ServerKey,
+        dest: Peer,
+        now: Instant,
+    ) {
+        let Some(c) = self.calls.get(&id) else {
+            return;
+        };
+        if c.reinvite.is_some() || c.ok_bytes.is_some() {
+            // RFC 3261 14.2: an INVITE is still being answered.
+            let after = self.rng.random_range(0..=10u32).to_string();
+            let extra = vec![Header::Other("Retry-After".into(), after)];
+            self.respond_new(req, key, dest, 500, "Server Internal Error", extra, now);
+            return;
+        }
+        if c.refreshing {
+            // RFC 3261 14.2: our own re-INVITE is pending (glare).
+            self.respond_new(req, key, dest, 491, "Request Pending", Vec::new(), now);
+            return;
+        }
+        let origin = sdp_origin(&req.body);
+        let unchanged = req.body.is_empty() || (origin.is_some() && origin == c.remote_origin);
+        let local_sdp = c.local_sdp.clone();
+        let mut t = ServerInvite::new(req.clone(), dest.transport.reliable(), self.cfg.timers);
+        let to_app = self.cfg.reinvite_to_app && !unchanged;
+        if to_app {
+            // The application may take longer than T1.
+            t.send_response(response_to(&req, 100, "", None), now);
+        }
+        let tx_id = self.id();
+        self.server_index.insert(key.clone(), tx_id);
+        self.server.insert(
+            tx_id,
+            ServerEntry {
+                key,
+                tx: ServerTx::Invite(t),
+                dest,
+                // A CANCEL finds the pending re-INVITE through the call.
+                call: to_app.then_some(CallHandle(id)),
+            },
+        );
+        self.service_server(tx_id);
+        // RFC 3261 12.2.2: a re-INVITE's Contact refreshes the remote target.
+        if let Some(contact) = req.contact_header().ok().map(|h| h.value().to_string())
+            && let Some(d) = self.calls.get_mut(&id).and_then(|c| c.dialog.as_mut())
+        {
+            d.remote_target = crate::dialog::uri_of(&contact).to_string();
+        }
+        if to_app {
+            let content_type = header_values(&req.headers, "Content-Type")
+                .first()
+                .map(|s| s.to_string());
+            let body = req.body.clone();
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.reinvite = Some((tx_id, req));
+            }
+            self.events.push_back(Event::Reinvite {
+                call: CallHandle(id),
+                content_type,
+                body,
+            });
+        } else {
+            // RFC 3264 8: answering with the unchanged description is
+            // allowed when nothing changes on our side.
+            self.send_reinvite_ok(id, tx_id, &req, local_sdp, now);
+        }
+    }
+
+    /// Sends the 2xx to a peer's re-INVITE through its transaction, resent
+    /// by the UAS core until the ACK (as for the first 2xx), and restarts
+    /// the session timer.
+    fn send_reinvite_ok(
+        &mut self,
+        id: u64,
+        tx_id: u64,
+        req: &rsip::Request,
+        sdp: Vec<u8>,
+        now: Instant,
+    ) {
+        let Some(c) = self.calls.get(&id) else {
+            return;
+        };
+        let transport = c.peer.transport;
+        let tag = c
+            .dialog
+            .as_ref()
+            .map(|d| d.id.local_tag.clone())
+            .unwrap_or_default();
+        let mut resp = response_to(req, 200, "", Some(&tag));
+        let mut extra = vec![
+            Header::Contact(rsip::headers::Contact::new(self.contact(transport))),
+            Header::Allow(rsip::headers::Allow::new(ALLOW)),
+        ];
+        let session = self.negotiate_uas(req);
+        if let Some((se, uac_supports)) = session {
+            extra.push(Header::Supported(rsip::headers::Supported::new(
+                self.supported_value(),
+            )));
+            extra.extend(session_headers(se, uac_supports));
+        }
+        if !sdp.is_empty() {
+            extra.push(Header::ContentType(rsip::headers::ContentType::new(
+                "application/sdp",
+            )));
+        }
+        self.decorate(&mut resp, extra);
+        resp.body = sdp.clone();
+        let bytes = to_bytes(resp.clone());
+        if let Some(ServerTx::Invite(t)) = self.server.get_mut(&tx_id).map(|e| &mut e.tx) {
+            t.send_response(resp, now);
+        }
+        self.service_server(tx_id);
+        let t1 = self.cfg.timers.t1;
+        let deadline = now + self.cfg.timers.t1_x64();
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.local_sdp = sdp;
+        if !req.body.is_empty() {
+            c.remote_origin = sdp_origin(&req.body);
+        }
+        c.ok_seq = cseq_number(req);
+        c.ok_bytes = Some(bytes);
+        c.ok_interval = t1;
+        c.ok_next = Some(now + t1);
+        c.ok_deadline = Some(deadline);
+        if self.cfg.session_expires.is_some() {
+            // RFC 4028 9: a 2xx without Session-Expires ends the timer.
+            c.session = session.map(|(se, _)| uas_timer(se, now));
+        }
+        self.schedule(Slot::Call(id));
+    }
+
+    /// Answers the peer's re-INVITE (after [`Event::Reinvite`]) with 200 OK
+    /// and `sdp` (e.g. `recvonly` for a `sendonly` hold offer). The new
+    /// description becomes the call's current one.
+    pub fn answer_reinvite(
+        &mut self,
+        call: CallHandle,
+        sdp: Vec<u8>,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        let c = self
+            .calls
+            .get_mut(&call.0)
+            .ok_or(CallError::NoSuchCall(call))?;
+        let (tx_id, req) = c
+            .reinvite
+            .take()
+            .ok_or(CallError::WrongState(call, "answer a re-INVITE"))?;
+        self.send_reinvite_ok(call.0, tx_id, &req, sdp, now);
+        Ok(())
+    }
+
+    /// Refuses the peer's re-INVITE (e.g. 488 for an offer we cannot
+    /// take); the call goes on with the previous session description.
+    pub fn reject_reinvite(
+        &mut self,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), CallError> {
+        let c = self
+            .calls
+            .get_mut(&call.0)
+            .ok_or(CallError::NoSuchCall(call))?;
+        if !(300..=699).contains(&code) {
+            return Err(CallError::WrongState(
+                call,
+                "reject a re-INVITE with this code",
+            ));
+        }
+        let (tx_id, req) = c
+            .reinvite
+            .take()
+            .ok_or(CallError::WrongState(call, "reject a re-INVITE"))?;
+        let mut resp = response_to(&req, code, reason, None);
+        self.decorate(&mut resp, Vec::new());
+        if let Some(ServerTx::Invite(t)) = self.server.get_mut(&tx_id).map(|e| &mut e.tx) {
+            t.send_response(resp, now);
+        }
+        self.service_server(tx_id);
+        self.schedule(Slot::Call(call.0));
+        Ok(())
+    }
+
+    /// We are the refresher and half the interval has passed: a re-INVITE
+    /// offering the current description again (RFC 4028 7.4, 10).
+    fn send_refresh(&mut self, id: u64, now: Instant) {
+        let Ok((mut req, peer)) = self.dialog_request(id, rsip::Method::Invite, "refresh") else {
+            // No dialog to refresh: drop the timer rather than fire forever.
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.session = None;
+            }
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(t) = c.session.as_mut() else {
+            return;
+        };
+        t.retry_at = None;
+        let t = *t;
+        c.refreshing = true;
+        req.headers
+            .push(Header::Allow(rsip::headers::Allow::new(ALLOW)));
+        req.headers
+            .push(Header::Supported(rsip::headers::Supported::new(
+                self.supported_value(),
+            )));
+        req.headers.push(Header::Other(
+            "Session-Expires".into(),
+            SessionExpires {
+                interval: t.interval,
+                refresher: Some(Refresher::Uac),
+            }
+            .to_header_value(),
+        ));
+        req.headers.push(Header::Other(
+            "Min-SE".into(),
+            self.min_se().as_secs().to_string(),
+        ));
+        let sdp = self
+            .calls
+            .get(&id)
+            .map(|c| c.local_sdp.clone())
+            .unwrap_or_default();
+        if !sdp.is_empty() {
+            req.headers
+                .push(Header::ContentType(rsip::headers::ContentType::new(
+                    "application/sdp",
+                )));
+        }
+        req.body = sdp;
+        tracing::debug!(call = id, "sending session refresh");
+        self.start_client(req, peer, Purpose::Reinvite(CallHandle(id)), now);
+    }
+
+    /// The outcome of our refresh re-INVITE.
+    fn refresh_event(&mut self, call: CallHandle, ev: TxEvent, now: Instant) {
+        let Some(c) = self.calls.get(&call.0) else {
+            return;
+        };
+        let (confirmed, session) = (c.state == CallState::Confirmed, c.session);
+        let timed_out = match ev {
+            TxEvent::Response(r) => {
+                let code = r.status_code.code();
+                match code {
+                    100..=199 => return,
+                    200..=299 => {
+                        self.refresh_answered(call, &r, now);
+                        return;
+                    }
+                    // RFC 4028 10: the session is gone.
+                    408 | 481 => true,
+                    _ => {
+                        let Some(mut t) = session else {
+                            return;
+                        };
+                        let wait = if code == 491 {
+                            // RFC 3261 14.1: 2.1-4 s (the Call-ID owner's range,
+                            // used whichever side we are).
+                            Duration::from_millis(self.rng.random_range(2100..=4000))
+                        } else if let Some(min) = header_values(&r.headers, "Min-SE")
+                            .first()
+                            .and_then(|v| parse_min_se(v))
+                            .filter(|m| code == 422 && *m > t.interval)
+                        {
+                            // RFC 4028 7.4: ask again at once with the larger interval.
+                            t.interval = min;
+                            Duration::ZERO
+                        } else {
+                            (t.interval / 8).max(Duration::from_secs(2))
+                        };
+                        t.retry_at = Some(now + wait);
+                        if let Some(c) = self.calls.get_mut(&call.0) {
+                            c.refreshing = false;
+                            c.session = Some(t);
+                        }
+                        self.schedule(Slot::Call(call.0));
+                        false
+                    }
+                }
+            }
+            TxEvent::Timeout | TxEvent::TransportError => true,
+            TxEvent::Ack(_) => false,
+        };
+        if timed_out && confirmed {
+            tracing::info!(%call, "session refresh failed; sending BYE");
+            let _ = self.send_bye(call.0, now);
+            self.end_call(call.0, EndReason::SessionExpired);
+        }
+    }
+
+    /// A 2xx to our refresh: ACK it (every retransmission too) and restart
+    /// the interval with what the 2xx says (RFC 4028 7.2).
+    fn refresh_answered(&mut self, call: CallHandle, resp: &rsip::Response, now: Instant) {
+        let seq = resp
+            .cseq_header()
+            .ok()
+            .and_then(|h| {
+                h.value()
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(1);
+        let Some(c) = self.calls.get(&call.0) else {
+            return;
+        };
+        let transport = c.peer.transport;
+        let via = self.via(transport);
+        let contact = self.contact(transport);
+        let Some(c) = self.calls.get_mut(&call.0) else {
+            return;
+        };
+        let Some(dialog) = c.dialog.as_mut() else {
+            return;
+        };
+        let ack = dialog.request(rsip::Method::Ack, via, &contact, Some(seq));
+        let peer = match dialog.next_hop() {
+            Some(addr) if addr != c.peer.addr => Peer {
+                addr,
+                connection: None,
+                ..c.peer
+            },
+            _ => c.peer,
+        };
+        self.transmits.push_back(Transmit {
+            peer,
+            bytes: to_bytes(ack),
+        });
+        if c.refreshing {
+            c.refreshing = false;
+            let previous = c.session;
+            c.session = match session_expires_of(&resp.headers) {
+                Some(se) => Some(SessionTimer {
+                    interval: se.interval,
+                    we_refresh: se.refresher != Some(Refresher::Uas),
+                    started: now,
+                    retry_at: None,
+                }),
+                // A peer without timer support never names one: the timer
+                // we set for it ourselves keeps running (RFC 4028 9).
+                None if !supports_timer(&resp.headers) => previous.map(|t| SessionTimer {
+                    started: now,
+                    retry_at: None,
+                    ..t
+                }),
+                // RFC 4028 7.2: a 2xx without Session-Expires turns it off.
+                None => None,
+            };
+            self.schedule(Slot::Call(call.0));
+        }
+    }
+}
+
+/// Whether a message says its sender implements RFC 4028 (`timer` in
+/// Supported or Require).
+fn supports_timer(headers: &rsip::Headers) -> bool {
+    header_values(headers, "Supported")
+        .iter()
+        .chain(header_values(headers, "Require").iter())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("timer"))
+}
+
+/// The Session-Expires of a message, when present and well-formed.
+fn session_expires_of(headers: &rsip::Headers) -> Option<SessionExpires> {
+    header_values(headers, "Session-Expires")
+        .first()
+        .and_then(|v| SessionExpires::parse(v))
+}
+
+/// Headers a 2xx carries for a negotiated session timer.
+fn session_headers(se: SessionExpires, uac_supports: bool) -> Vec<Header> {
+    let mut out = vec![Header::Other(
+        "Session-Expires".into(),
+        se.to_header_value(),
+    )];
+    if uac_supports {
+        out.push(Header::Require(rsip::headers::Require::new("timer")));
+    }
+    out
+}
+
+/// The timer of a dialog where we answered the refresh-setting INVITE.
+fn uas_timer(se: SessionExpires, now: Instant) -> SessionTimer {
+    SessionTimer {
+        interval: se.interval,
+        we_refresh: se.refresher == Some(Refresher::Uas),
+        started: now,
+        retry_at: None,
+    }
+}
+
+/// The CSeq number of a request (1 when unreadable).
+fn cseq_number(req: &rsip::Request) -> u32 {
+    req.cseq_header()
+        .ok()
+        .and_then(|h| {
+            h.value()
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// rsip replaces the reason phrase of known status codes with its own; the
+/// peer's phrase ("Declined", "User Busy") is what operators want to see.
+fn keep_reason_phrase(resp: &mut rsip::Response, raw: &[u8]) {
+    if matches!(resp.status_code, rsip::StatusCode::Other(..)) {
+        return;
+    }
+    let start = raw
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(0);
+    let line = raw[start..]
+        .split(|b| *b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let Ok(line) = std::str::from_utf8(line) else {
+        return;
+    };
+    let mut parts = line.trim_end_matches('\r').splitn(3, ' ');
+    let (_, _, Some(phrase)) = (parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
+    let phrase = phrase.trim();
+    if !phrase.is_empty() && phrase != reason_phrase(resp) {
+        resp.status_code =
+            rsip::StatusCode::Other(resp.status_code.code(), message::sanitize_reason(phrase));
+    }
+}
+
+/// The reason phrase of a response as received.
+pub(crate) fn reason_phrase(resp: &rsip::Response) -> String {
+    match &resp.status_code {
+        rsip::StatusCode::Other(_, r) => r.clone(),
+        other => other
+            .to_string()
+            .split_once(' ')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// The Reason header values of a message (RFC 3326), joined.
+pub(crate) fn reason_header(headers: &rsip::Headers) -> Option<String> {
+    let values = header_values(headers, "Reason");
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// How a final non-2xx response to our INVITE ends the call.
+fn rejected(resp: &rsip::Response) -> EndReason {
+    EndReason::Rejected {
+        status: resp.status_code.code(),
+        reason: reason_phrase(resp),
+        reason_header: reason_header(&resp.headers),
     }
 }
 

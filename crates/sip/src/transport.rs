@@ -29,11 +29,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::auth::Credentials;
 use crate::endpoint::{
     CallError, CallHandle, ConnectionId, Endpoint, EndpointConfig, Event, Peer, Transmit,
     TransportKind,
 };
 use crate::framing::{Frame, PONG, StreamFramer};
+use crate::register::{RegistrationConfig, RegistrationId};
 
 /// Events waiting for the application before INVITEs are refused with 503.
 pub const EVENT_QUEUE: usize = 1024;
@@ -44,6 +46,8 @@ const WRITE_QUEUE: usize = 256;
 const INBOUND_QUEUE: usize = 1024;
 /// How long an outbound TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping driver waits for unregisters to be answered.
+const UNREGISTER_BUDGET: Duration = Duration::from_secs(5);
 /// Retry-After (seconds) on the 503 sent when the application is behind.
 const OVERLOAD_RETRY_AFTER_S: u32 = 5;
 
@@ -91,7 +95,41 @@ enum Command {
         to_uri: String,
         sdp: Vec<u8>,
         peer: Peer,
+        creds: Option<Credentials>,
         reply: oneshot::Sender<Result<CallHandle, CallError>>,
+    },
+    Register {
+        cfg: Box<RegistrationConfig>,
+        reply: oneshot::Sender<RegistrationId>,
+    },
+    Unregister {
+        registration: RegistrationId,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    UnregisterAll {
+        reply: oneshot::Sender<()>,
+    },
+    AnswerReinvite {
+        call: CallHandle,
+        sdp: Vec<u8>,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    RejectReinvite {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    Refer {
+        call: CallHandle,
+        refer_to: String,
+        reply: oneshot::Sender<Result<(), CallError>>,
+    },
+    Notify {
+        call: CallHandle,
+        status: u16,
+        terminated: bool,
+        reply: oneshot::Sender<Result<(), CallError>>,
     },
     Stats {
         reply: oneshot::Sender<DriverStats>,
@@ -214,6 +252,113 @@ impl SipHandle {
                 to_uri,
                 sdp,
                 peer,
+                creds: None,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Places an outbound call answering 401/407 challenges with `creds`
+    /// (see [`Endpoint::invite_with_auth`]).
+    pub async fn invite_with_auth(
+        &self,
+        target: &str,
+        from_uri: &str,
+        to_uri: &str,
+        sdp: Vec<u8>,
+        peer: Peer,
+        creds: Option<Credentials>,
+    ) -> Result<CallHandle, DriverError> {
+        let (target, from_uri, to_uri) = (target.into(), from_uri.into(), to_uri.into());
+        Ok(self
+            .call(|reply| Command::Invite {
+                target,
+                from_uri,
+                to_uri,
+                sdp,
+                peer,
+                creds,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Starts a registration (see [`Endpoint::register`]); its progress
+    /// arrives as [`Event::Registration`].
+    pub async fn register(&self, cfg: RegistrationConfig) -> Result<RegistrationId, DriverError> {
+        let cfg = Box::new(cfg);
+        self.call(|reply| Command::Register { cfg, reply }).await
+    }
+
+    /// Removes a registration's binding (REGISTER with Expires: 0).
+    pub async fn unregister(&self, registration: RegistrationId) -> Result<(), DriverError> {
+        Ok(self
+            .call(|reply| Command::Unregister {
+                registration,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Unregisters everything (for shutdown); each ends with
+    /// [`RegistrationState::Unregistered`](crate::register::RegistrationState::Unregistered).
+    /// The driver also does this by itself when the last handle is dropped.
+    pub async fn unregister_all(&self) -> Result<(), DriverError> {
+        self.call(|reply| Command::UnregisterAll { reply }).await
+    }
+
+    /// Answers the peer's re-INVITE (after [`Event::Reinvite`]) with `sdp`
+    /// (see [`Endpoint::answer_reinvite`]).
+    pub async fn answer_reinvite(&self, call: CallHandle, sdp: Vec<u8>) -> Result<(), DriverError> {
+        Ok(self
+            .call(|reply| Command::AnswerReinvite { call, sdp, reply })
+            .await??)
+    }
+
+    /// Refuses the peer's re-INVITE (see [`Endpoint::reject_reinvite`]).
+    pub async fn reject_reinvite(
+        &self,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), DriverError> {
+        let reason = reason.to_string();
+        Ok(self
+            .call(|reply| Command::RejectReinvite {
+                call,
+                code,
+                reason,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Transfers the peer of a confirmed call with an in-dialog REFER
+    /// (see [`Endpoint::refer`]); the outcome arrives as [`Event::Refer`].
+    pub async fn refer(&self, call: CallHandle, refer_to: &str) -> Result<(), DriverError> {
+        let refer_to = refer_to.to_string();
+        Ok(self
+            .call(|reply| Command::Refer {
+                call,
+                refer_to,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Reports the progress of a transfer the peer asked for with an
+    /// in-dialog NOTIFY (see [`Endpoint::notify`]).
+    pub async fn notify(
+        &self,
+        call: CallHandle,
+        status: u16,
+        terminated: bool,
+    ) -> Result<(), DriverError> {
+        Ok(self
+            .call(|reply| Command::Notify {
+                call,
+                status,
+                terminated,
                 reply,
             })
             .await??)
@@ -318,18 +463,33 @@ impl Driver {
         mut inbound: mpsc::Receiver<Inbound>,
     ) {
         let mut buf = vec![0u8; 65_536];
+        // Set when the last handle is gone: bindings are removed
+        // (Expires: 0) before the driver stops, within UNREGISTER_BUDGET.
+        let mut closing: Option<Instant> = None;
         loop {
             self.drain().await;
+            if let Some(until) = closing
+                && (self.endpoint.registration_count() == 0 || Instant::now() >= until)
+            {
+                self.drain().await;
+                break;
+            }
             let deadline = self.endpoint.poll_timeout().map(Instant::from_std);
             let backlog_wait = !self.backlog.is_empty();
             let wake = tokio::select! {
                 r = self.udp.recv_from(&mut buf) => Wake::Udp(r),
                 r = self.listener.accept() => Wake::Accept(r),
                 Some(msg) = inbound.recv() => Wake::Inbound(msg),
-                cmd = commands.recv() => match cmd {
+                cmd = commands.recv(), if closing.is_none() => match cmd {
                     Some(cmd) => Wake::Command(cmd),
+                    None if self.endpoint.registration_count() > 0 => {
+                        self.endpoint.unregister_all(now());
+                        closing = Some(Instant::now() + UNREGISTER_BUDGET);
+                        continue;
+                    }
                     None => break,
                 },
+                _ = sleep_until(closing), if closing.is_some() => continue,
                 _ = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
                 permit = self.events.reserve(), if backlog_wait => {
                     if let (Ok(permit), Some(ev)) = (permit, self.backlog.pop_front()) {
@@ -399,12 +559,52 @@ impl Driver {
                 to_uri,
                 sdp,
                 peer,
+                creds,
                 reply,
             } => {
                 let _ = reply.send(
                     self.endpoint
-                        .invite(&target, &from_uri, &to_uri, sdp, peer, t),
+                        .invite_with_auth(&target, &from_uri, &to_uri, sdp, peer, creds, t),
                 );
+            }
+            Command::Register { cfg, reply } => {
+                let _ = reply.send(self.endpoint.register(*cfg, t));
+            }
+            Command::Unregister {
+                registration,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.unregister(registration, t));
+            }
+            Command::UnregisterAll { reply } => {
+                self.endpoint.unregister_all(t);
+                let _ = reply.send(());
+            }
+            Command::AnswerReinvite { call, sdp, reply } => {
+                let _ = reply.send(self.endpoint.answer_reinvite(call, sdp, t));
+            }
+            Command::RejectReinvite {
+                call,
+                code,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.reject_reinvite(call, code, &reason, t));
+            }
+            Command::Refer {
+                call,
+                refer_to,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.refer(call, &refer_to, t));
+            }
+            Command::Notify {
+                call,
+                status,
+                terminated,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.notify(call, status, terminated, t));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(DriverStats {

@@ -1,5 +1,7 @@
 //! The SIP entry point: whatever arrives on a socket goes through the parser,
-//! the stream framer and the endpoint, none of which may panic.
+//! the stream framer and the endpoint (plain, and with session timers and
+//! re-INVITEs to the application), and the header-value parsers for digest,
+//! sipfrag and Session-Expires, none of which may panic.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -11,12 +13,29 @@ use voicegate_sip::message::parse;
 
 fuzz_target!(|data: &[u8]| {
     let _ = parse(data);
+    let _ = voicegate_sip::refer::parse_sipfrag(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = voicegate_sip::auth::Challenge::parse(text);
+        let _ = voicegate_sip::auth::Authorization::parse(text);
+        let _ = voicegate_sip::session_timer::SessionExpires::parse(text);
+    }
 
     let mut framer = StreamFramer::new();
     framer.push(data);
     while let Ok(Some(_)) = framer.next_frame() {}
 
-    let mut ep = Endpoint::new(EndpointConfig::default(), 1);
+    let timers = EndpointConfig {
+        session_expires: Some(Duration::from_secs(90)),
+        reinvite_to_app: true,
+        ..EndpointConfig::default()
+    };
+    for cfg in [EndpointConfig::default(), timers] {
+        endpoint(cfg, data);
+    }
+});
+
+fn endpoint(cfg: EndpointConfig, data: &[u8]) {
+    let mut ep = Endpoint::new(cfg, 1);
     let now = Instant::now();
     for transport in [TransportKind::Udp, TransportKind::Tcp] {
         let peer = Peer {
@@ -29,4 +48,4 @@ fuzz_target!(|data: &[u8]| {
     }
     ep.handle_timeout(now + Duration::from_secs(64));
     while ep.poll_transmit().is_some() || ep.poll_event().is_some() {}
-});
+}

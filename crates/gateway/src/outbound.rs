@@ -1,0 +1,398 @@
+//! Outbound calls: `POST /v1/calls {to, from?, agent, input_data?,
+//! timeout_s?, trunk?}` places an INVITE — to a `sip:` URI directly, or to a
+//! number through a trunk — and, once answered, runs the agent's session
+//! with `input_data` as `context.input_data`.
+//!
+//! Failures before answer become the record's outcome with the SIP status
+//! and reason: busy (486/600), no_answer (408/480, timer B, or our
+//! `timeout_s` which CANCELs), declined (403/603), not_found (404/484/604),
+//! rejected (others), no_common_media (the answer's SDP).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use voicegate_sdp::{OfferParams, SessionDescription};
+use voicegate_sip::endpoint::{CallHandle, EndReason, Peer, TransportKind};
+
+use crate::Shared;
+use crate::api::ApiError;
+use crate::call::{CallSignal, outcome_of, start_media_for};
+use crate::config::{NumberFormat, TrunkConfig};
+use crate::conversation::{self, CallContext};
+use crate::records::{CallRecord, Direction, Outcome, new_call_id};
+
+/// The body of `POST /v1/calls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewCall {
+    /// A phone number (through a trunk) or a `sip:` URI (direct).
+    to: String,
+    /// Caller number or user; default: the trunk's `from_number`, else "voicegate".
+    from: Option<String>,
+    /// The agent that talks on the call.
+    agent: String,
+    /// `context.input_data` for the session.
+    input_data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Seconds to wait for an answer (default 60).
+    timeout_s: Option<u64>,
+    /// Trunk name (default: the first trunk).
+    trunk: Option<String>,
+}
+
+/// Where the INVITE goes.
+struct Target {
+    request_uri: String,
+    to_uri: String,
+    from_uri: String,
+    peer: Peer,
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::UNPROCESSABLE_ENTITY, msg.into())
+}
+
+/// `POST /v1/calls`
+pub(crate) async fn create_call(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<NewCall>,
+) -> Result<impl IntoResponse, ApiError> {
+    if shared.draining.load(Ordering::SeqCst) {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "draining".into()));
+    }
+    if shared.active.load(Ordering::SeqCst) >= shared.config.limits.max_calls {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "at max_calls".into(),
+        ));
+    }
+    let Some(agent) = shared.agents.get(&req.agent).cloned() else {
+        return Err(bad(format!("no agent {:?}", req.agent)));
+    };
+    let timeout = Duration::from_secs(req.timeout_s.unwrap_or(60).clamp(1, 600));
+    let target = resolve_target(&shared, &req).await?;
+    let lease = shared.ports.lease().await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no RTP ports: {e}"),
+        )
+    })?;
+    let local_ip = shared
+        .config
+        .media
+        .advertised_ip
+        .unwrap_or(shared.config.media.rtp_ip);
+    let codecs = trunk_of(&shared, &req)
+        .and_then(|t| t.codecs.as_ref())
+        .and_then(|c| voicegate_sdp::CodecPreference::from_names(c.iter().map(String::as_str)).ok())
+        .unwrap_or_else(|| shared.config.codecs());
+    let mut params = OfferParams::new(local_ip, lease.pair().rtp, codecs);
+    params.session_id = u64::from(lease.pair().rtp) << 32 | u64::from(std::process::id());
+    let offer = voicegate_sdp::offer(&params);
+
+    let id = new_call_id();
+    let (tx, rx) = mpsc::channel(8);
+    // Held while the INVITE goes out and the call registers, so the router
+    // cannot see the call's first response before the call is known.
+    let handle = {
+        let _registering = shared.outbound.lock().await;
+        let handle = shared
+            .sip
+            .invite(
+                &target.request_uri,
+                &target.from_uri,
+                &target.to_uri,
+                offer.to_string().into_bytes(),
+                target.peer,
+            )
+            .await
+            .map_err(|e| bad(format!("cannot place the call: {e}")))?;
+        shared.calls.insert(handle, tx);
+        handle
+    };
+    let input_data = req.input_data.unwrap_or_default();
+    let mut record = CallRecord::new(
+        id.clone(),
+        String::new(),
+        Direction::Outbound,
+        target.from_uri.clone(),
+        target.to_uri.clone(),
+        req.agent.clone(),
+        now(),
+    );
+    record.handle = Some(handle);
+    record.input_data = serde_json::Value::Object(input_data.clone());
+    shared.records.insert(record);
+    let active = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
+    metrics::gauge!("voicegate_calls_active").set(active as f64);
+    let span = tracing::info_span!("call", id = %id, direction = "outbound");
+    tracing::info!(parent: &span, to = %crate::redact::Redacted(&target.to_uri), agent = %req.agent, "placing call");
+    let task = OutboundCall {
+        shared: shared.clone(),
+        id: id.clone(),
+        handle,
+        agent,
+        offer,
+        lease: Some(lease),
+        input_data,
+        timeout,
+    };
+    tokio::spawn(task.run(rx).instrument(span));
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id, "state": "ringing"})),
+    ))
+}
+
+fn trunk_of<'a>(shared: &'a Shared, req: &NewCall) -> Option<&'a TrunkConfig> {
+    match &req.trunk {
+        Some(name) => shared.config.trunks.iter().find(|t| &t.name == name),
+        None => shared.config.trunks.first(),
+    }
+}
+
+async fn resolve_target(shared: &Shared, req: &NewCall) -> Result<Target, ApiError> {
+    let advertised = shared
+        .config
+        .sip
+        .advertised
+        .unwrap_or(shared.config.sip.listen);
+    let advertised = if advertised.port() == 0 || advertised.ip().is_unspecified() {
+        shared.sip.local_addr()
+    } else {
+        advertised
+    };
+    if req.to.starts_with("sip:") {
+        let uri = req.to.trim();
+        let host_port = uri["sip:".len()..]
+            .split(['@'])
+            .next_back()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("");
+        let transport = if uri.to_ascii_lowercase().contains(";transport=tcp") {
+            TransportKind::Tcp
+        } else {
+            TransportKind::Udp
+        };
+        let addr = lookup(host_port, 5060).await?;
+        let from_user = req.from.clone().unwrap_or_else(|| "voicegate".into());
+        return Ok(Target {
+            request_uri: uri.to_string(),
+            to_uri: uri.to_string(),
+            from_uri: format!("sip:{}@{}", from_user, advertised),
+            peer: Peer {
+                transport,
+                addr,
+                connection: None,
+            },
+        });
+    }
+    let number = req.to.trim();
+    let digits = number.strip_prefix('+').unwrap_or(number);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad(format!(
+            "`to` must be a phone number (+14155550123) or a sip: URI, not {:?}",
+            req.to
+        )));
+    }
+    let Some(trunk) = trunk_of(shared, req) else {
+        return Err(bad(match &req.trunk {
+            Some(name) => format!("no trunk {name:?}"),
+            None => "no trunk configured to reach phone numbers".to_string(),
+        }));
+    };
+    let addr = lookup(&format!("{}:{}", trunk.host, trunk.port), trunk.port).await?;
+    let host = format!("{}:{}", trunk.host, trunk.port);
+    let format_number = |n: &str| {
+        let d = n.strip_prefix('+').unwrap_or(n);
+        match trunk.number_format {
+            NumberFormat::E164 | NumberFormat::Tel => format!("+{d}"),
+            NumberFormat::Sip => d.to_string(),
+        }
+    };
+    let user = format_number(number);
+    let request_uri = match trunk.number_format {
+        NumberFormat::Tel => format!("sip:{user}@{host};user=phone"),
+        _ => format!("sip:{user}@{host}"),
+    };
+    let to_uri = match trunk.number_format {
+        NumberFormat::Tel => format!("tel:{user}"),
+        _ => request_uri.clone(),
+    };
+    let from = req
+        .from
+        .clone()
+        .or_else(|| trunk.from_number.clone())
+        .unwrap_or_else(|| "voicegate".into());
+    let from_user = if from
+        .trim_start_matches('+')
+        .chars()
+        .all(|c| c.is_ascii_digit())
+    {
+        format_number(&from)
+    } else {
+        from
+    };
+    let transport = if trunk.transport == "tcp" {
+        TransportKind::Tcp
+    } else {
+        TransportKind::Udp
+    };
+    Ok(Target {
+        request_uri,
+        to_uri,
+        from_uri: format!("sip:{from_user}@{}", trunk.host),
+        peer: Peer {
+            transport,
+            addr,
+            connection: None,
+        },
+    })
+}
+
+async fn lookup(host_port: &str, default_port: u16) -> Result<SocketAddr, ApiError> {
+    let with_port = if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    tokio::net::lookup_host(&with_port)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| bad(format!("cannot resolve {host_port:?}")))
+}
+
+/// One placed call's task.
+struct OutboundCall {
+    shared: Arc<Shared>,
+    id: String,
+    handle: CallHandle,
+    agent: voicegate_engine::PythonAgent,
+    offer: SessionDescription,
+    lease: Option<voicegate_media::port_pool::PortLease>,
+    input_data: serde_json::Map<String, serde_json::Value>,
+    timeout: Duration,
+}
+
+impl OutboundCall {
+    async fn run(mut self, mut signals: mpsc::Receiver<CallSignal>) {
+        let outcome = self.call(&mut signals).await;
+        tracing::info!(outcome = %outcome.label, status = ?outcome.sip_status, "outbound call over");
+        let label = outcome.label.clone();
+        if let Some(record) = self.shared.records.ended(&self.id, outcome, now())
+            && let Some(webhook) = &self.shared.webhook
+        {
+            webhook.session_ended(record);
+        }
+        metrics::counter!("voicegate_calls_total", "outcome" => label).increment(1);
+        self.shared.calls.remove(&self.handle);
+        let active = self.shared.active.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::gauge!("voicegate_calls_active").set(active as f64);
+        self.shared.call_ended.notify_waiters();
+    }
+
+    async fn call(&mut self, signals: &mut mpsc::Receiver<CallSignal>) -> Outcome {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let answer = loop {
+            let signal = tokio::select! {
+                s = signals.recv() => s,
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::info!("no answer within timeout_s: cancelling");
+                    let _ = self.shared.sip.hangup(self.handle).await;
+                    return match wait_end(signals).await {
+                        // The CANCEL won: report the timeout, not the 487.
+                        EndReason::Rejected { status: 487, .. } | EndReason::Cancelled => Outcome {
+                            label: "no_answer".into(),
+                            sip_status: Some(487),
+                            reason: Some(format!("no answer within {} s", self.timeout.as_secs())),
+                        },
+                        other => outcome_of(&other),
+                    };
+                }
+            };
+            match signal {
+                Some(CallSignal::Progress { status }) => {
+                    tracing::info!(status, "progress");
+                }
+                Some(CallSignal::Answered { body }) => break body,
+                Some(CallSignal::Ended(reason)) => return outcome_of(&reason),
+                Some(CallSignal::HangUp) => {
+                    let _ = self.shared.sip.hangup(self.handle).await;
+                }
+                Some(CallSignal::Confirmed) => {}
+                None => return outcome_of(&EndReason::TransportError),
+            }
+        };
+        let negotiated = std::str::from_utf8(&answer)
+            .ok()
+            .and_then(|t| t.parse::<SessionDescription>().ok())
+            .ok_or_else(|| "the answer has no valid SDP".to_string())
+            .and_then(|sdp| {
+                voicegate_sdp::process_answer(&self.offer, &sdp).map_err(|e| e.to_string())
+            });
+        let negotiated = match negotiated {
+            Ok(n) => n,
+            Err(reason) => {
+                tracing::warn!(%reason, "answer not usable: hanging up");
+                let _ = self.shared.sip.hangup(self.handle).await;
+                wait_end(signals).await;
+                return Outcome {
+                    label: "no_common_media".into(),
+                    sip_status: Some(488),
+                    reason: Some(reason),
+                };
+            }
+        };
+        self.shared.records.answered(&self.id, now());
+        let lease = self.lease.take().expect("lease taken once");
+        let media = match start_media_for(&negotiated, lease, self.handle) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.shared.sip.hangup(self.handle).await;
+                wait_end(signals).await;
+                return Outcome {
+                    label: "media_error".into(),
+                    sip_status: None,
+                    reason: Some(e.to_string()),
+                };
+            }
+        };
+        let ctx = CallContext {
+            call: self.handle,
+            call_id: &self.id,
+            record_id: &self.id,
+            input_data: std::mem::take(&mut self.input_data),
+        };
+        let reason = conversation::converse(&self.shared, ctx, &self.agent, signals, media).await;
+        outcome_of(&reason)
+    }
+}
+
+async fn wait_end(signals: &mut mpsc::Receiver<CallSignal>) -> EndReason {
+    loop {
+        match signals.recv().await {
+            Some(CallSignal::Ended(reason)) => return reason,
+            Some(_) => {}
+            None => return EndReason::TransportError,
+        }
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}

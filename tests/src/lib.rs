@@ -107,6 +107,8 @@ pub struct SippRun {
     pub screen: String,
     /// Seconds the run took.
     pub elapsed: Duration,
+    /// SIPp's message trace, when the args asked for `-trace_msg`.
+    pub messages: String,
 }
 
 /// Runs SIPp against `target` with `args` (scenario, rate, count...), bounded
@@ -142,6 +144,10 @@ pub async fn run_sipp_on(
     cmd.args(["-i", "127.0.0.1", "-p", &port]);
     // A caller-chosen media port wins; else a free one (SIPp's default 6000
     // would clash between parallel tests).
+    let message_file = dir.join("messages.txt");
+    if args.contains(&"-trace_msg") {
+        cmd.arg("-message_file").arg(&message_file);
+    }
     if !args.contains(&"-mp") {
         cmd.args(["-mp", &free_udp_port().to_string()]);
     }
@@ -161,6 +167,7 @@ pub async fn run_sipp_on(
     };
     let elapsed = started.elapsed();
     let screen = std::fs::read_to_string(&screen_file).unwrap_or_default();
+    let messages = std::fs::read_to_string(&message_file).unwrap_or_default();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let _ = std::fs::remove_dir_all(&dir);
     let exit_code = out.status.code().unwrap_or(-1);
@@ -177,6 +184,7 @@ pub async fn run_sipp_on(
         failed,
         screen,
         elapsed,
+        messages,
     })
 }
 

@@ -4,7 +4,8 @@
 //! - `GET /v1/calls/{id}`: one call (live or recently ended): state, outcome
 //!   (label, SIP status, reason), timings, transcript, output_data;
 //! - `DELETE /v1/calls/{id}`: hang up (BYE, or CANCEL/480 before answer);
-//! - `POST /v1/calls`: place a call (see [`crate::outbound`]).
+//! - `POST /v1/calls`: place a call (see [`crate::outbound`]);
+//! - `GET /v1/trunks`: each trunk's registration status.
 //!
 //! The token comes from the environment variable named by `api.token_env`;
 //! when it is unset every `/v1` request gets 401, so the API is never open
@@ -69,6 +70,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub(crate) async fn list_calls(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     Json(json!({"calls": shared.records.live()}))
+}
+
+pub(crate) async fn list_trunks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let statuses = shared
+        .trunks
+        .statuses(&shared.config.trunks, std::time::Instant::now());
+    Json(json!({"trunks": statuses}))
 }
 
 pub(crate) async fn get_call(

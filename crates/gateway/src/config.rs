@@ -163,6 +163,9 @@ pub struct TrunkConfig {
     /// Environment variable holding the digest password (never in the file).
     #[serde(default)]
     pub password_env: Option<String>,
+    /// A file holding the password (a mounted secret); wins over `password_env`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Register with the trunk.
     #[serde(default)]
     pub register: bool,
@@ -442,9 +445,10 @@ impl Config {
                     t.transport
                 ));
             }
-            if t.username.is_some() != t.password_env.is_some() {
+            let has_password = t.password_env.is_some() || t.password_file.is_some();
+            if t.username.is_some() != has_password {
                 problems.push(format!(
-                    "trunks[{i}].password_env: username and password_env go together"
+                    "trunks[{i}].password_env: username needs password_env or password_file, and they need username"
                 ));
             }
             if t.register && t.username.is_none() {

@@ -38,6 +38,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>
             "/v1/calls/{id}",
             get(api::get_call).delete(api::hang_up_call),
         )
+        .route("/v1/trunks", get(api::list_trunks))
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             api::require_token,

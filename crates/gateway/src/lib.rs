@@ -16,6 +16,7 @@
 pub mod access;
 pub mod config;
 pub mod records;
+pub mod trunks;
 pub mod webhook;
 
 mod api;
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) api_token: Option<String>,
     /// The `session.ended` webhook, when configured.
     pub(crate) webhook: Option<webhook::Webhook>,
+    /// Trunk registrations.
+    pub(crate) trunks: trunks::Trunks,
     /// Held while an outbound INVITE is sent and its call registered.
     pub(crate) outbound: tokio::sync::Mutex<()>,
     /// HTTP client for fetching audio (AudioEvent URLs).
@@ -92,6 +95,13 @@ impl Gateway {
     /// Records of live and recently ended calls, oldest first.
     pub fn call_records(&self) -> Vec<records::CallRecord> {
         self.shared.records.all()
+    }
+
+    /// Every trunk's registration status.
+    pub fn trunk_statuses(&self) -> Vec<trunks::TrunkStatus> {
+        self.shared
+            .trunks
+            .statuses(&self.shared.config.trunks, std::time::Instant::now())
     }
 
     /// Calls in progress.
@@ -144,6 +154,14 @@ impl Gateway {
     pub async fn stop(self) {
         self.drain();
         self.hang_up_all();
+        // Remove trunk bindings so carriers stop sending us calls.
+        if !self.shared.config.trunks.iter().any(|t| t.register) {
+        } else if tokio::time::timeout(Duration::from_secs(5), self.shared.sip.unregister_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!("trunk unregistration did not finish in 5 s");
+        }
         // A BYE transaction ends within 64*T1; don't wait longer than that.
         let bye_budget = Duration::from_millis(self.shared.config.sip.t1_ms * 64);
         if !self.wait_idle(bye_budget).await {
@@ -212,6 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         records,
         api_token,
         webhook,
+        trunks: trunks::Trunks::default(),
         outbound: tokio::sync::Mutex::new(()),
         http_client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -223,6 +242,10 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         call_ended: Notify::new(),
     });
     let router = tokio::spawn(route_events(shared.clone(), events));
+    shared
+        .trunks
+        .register_all(&shared.config.trunks, &shared.sip)
+        .await?;
     let http = tokio::spawn(http::serve(http_listener, shared.clone()));
     tracing::info!(sip = %sip_addr, http = %http_addr, "voicegate started");
     Ok(Gateway {
@@ -279,6 +302,10 @@ async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
             Event::CallAnswered { call, body } => {
                 forward(&shared, call, CallSignal::Answered { body }).await
             }
+            Event::Registration {
+                registration,
+                state,
+            } => shared.trunks.registration_event(registration, state),
             other => tracing::debug!(event = ?other, "SIP event not used by the gateway yet"),
         }
     }

@@ -51,6 +51,8 @@ pub(crate) struct NewCall {
 
 /// Where the INVITE goes.
 struct Target {
+    /// Digest credentials for 401/407 (the trunk's).
+    credentials: Option<voicegate_sip::auth::Credentials>,
     request_uri: String,
     to_uri: String,
     from_uri: String,
@@ -107,12 +109,13 @@ pub(crate) async fn create_call(
         let _registering = shared.outbound.lock().await;
         let handle = shared
             .sip
-            .invite(
+            .invite_with_auth(
                 &target.request_uri,
                 &target.from_uri,
                 &target.to_uri,
                 offer.to_string().into_bytes(),
                 target.peer,
+                target.credentials.clone(),
             )
             .await
             .map_err(|e| bad(format!("cannot place the call: {e}")))?;
@@ -188,6 +191,7 @@ async fn resolve_target(shared: &Shared, req: &NewCall) -> Result<Target, ApiErr
         let addr = lookup(host_port, 5060).await?;
         let from_user = req.from.clone().unwrap_or_else(|| "voicegate".into());
         return Ok(Target {
+            credentials: None,
             request_uri: uri.to_string(),
             to_uri: uri.to_string(),
             from_uri: format!("sip:{}@{}", from_user, advertised),
@@ -249,7 +253,10 @@ async fn resolve_target(shared: &Shared, req: &NewCall) -> Result<Target, ApiErr
     } else {
         TransportKind::Udp
     };
+    let credentials = crate::trunks::credentials(trunk)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Target {
+        credentials,
         request_uri,
         to_uri,
         from_uri: format!("sip:{from_user}@{}", trunk.host),

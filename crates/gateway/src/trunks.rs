@@ -27,11 +27,14 @@ pub struct TrunkStatus {
     pub last_reason: Option<String>,
 }
 
+/// The last registration failure: SIP status and reason.
+type LastFailure = Option<(Option<u16>, String)>;
+
 /// Registration bookkeeping for all trunks.
 #[derive(Default)]
 pub(crate) struct Trunks {
     by_registration: DashMap<RegistrationId, String>,
-    status: DashMap<String, (RegistrationState, Option<(Option<u16>, String)>)>,
+    status: DashMap<String, (RegistrationState, LastFailure)>,
 }
 
 impl Trunks {

@@ -378,3 +378,50 @@ async fn draining_gateway_answers_503_with_retry_after() {
     assert!(reply.contains("Retry-After: 30"), "{reply}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_resume_by_reinvite_keep_the_call() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let gw = start_gateway(test_config()).await;
+    let sf = scenario("uac_hold_resume.xml");
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf.to_str().unwrap(), "-m", "1"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let r = &gw.call_records()[0];
+    assert_eq!(
+        r.outcome.as_ref().map(|o| o.label.as_str()),
+        Some("remote_bye")
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_timer_is_refreshed_by_the_gateway() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let mut cfg = test_config();
+    // Short intervals for the test (RFC 4028's floor of 90 s is the default).
+    cfg.sip.min_se_s = 1;
+    cfg.sip.session_expires_s = 2;
+    let gw = start_gateway(cfg).await;
+    let sf = scenario("uac_session_timer.xml");
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf.to_str().unwrap(), "-m", "1"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    gw.stop().await;
+}

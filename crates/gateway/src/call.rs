@@ -40,6 +40,11 @@ pub(crate) enum CallSignal {
         /// SDP answer.
         body: Vec<u8>,
     },
+    /// The peer sent a re-INVITE with a new offer (hold, resume, new address).
+    Reinvite {
+        /// The offer.
+        body: Vec<u8>,
+    },
 }
 
 /// Decides on a new call at once (in the router, so a CallEnded for it can
@@ -215,6 +220,12 @@ pub(crate) struct CallMedia {
     pub(crate) events: mpsc::Receiver<MediaEvent>,
     /// The codec name, for the record.
     pub(crate) codec: String,
+    /// What answering a re-INVITE needs: our address and port, the codec
+    /// in use (kept: the media session cannot switch codecs mid-call), and
+    /// the `o=` session id.
+    pub(crate) sdp_codec: SdpCodec,
+    pub(crate) telephone_event: bool,
+    pub(crate) sdp_session_id: u64,
 }
 
 /// Starts the RTP media session for a negotiated stream.
@@ -251,6 +262,9 @@ pub(crate) fn start_media_for(
         handle,
         events,
         codec: format!("{:?}", negotiated.codec),
+        sdp_codec: negotiated.codec,
+        telephone_event: negotiated.telephone_event.is_some(),
+        sdp_session_id: session_id(call),
     })
 }
 

@@ -214,6 +214,11 @@ pub struct SipConfig {
     pub t2_ms: u64,
     /// RFC 3261 T4 in milliseconds (5000).
     pub t4_ms: u64,
+    /// RFC 4028 session interval we ask for; 0 turns session timers off.
+    pub session_expires_s: u64,
+    /// The smallest session interval we accept (Min-SE; RFC 4028 says 90 or
+    /// more, lower values are for tests).
+    pub min_se_s: u64,
 }
 
 impl Default for SipConfig {
@@ -225,6 +230,8 @@ impl Default for SipConfig {
             t1_ms: 500,
             t2_ms: 4000,
             t4_ms: 5000,
+            session_expires_s: 1800,
+            min_se_s: 90,
         }
     }
 }
@@ -371,6 +378,15 @@ impl Config {
         }
         if sip.t2_ms < sip.t1_ms {
             problems.push("sip.t2_ms: must be at least sip.t1_ms".to_string());
+        }
+        if sip.min_se_s == 0 {
+            problems.push("sip.min_se_s: must be at least 1".to_string());
+        }
+        if sip.session_expires_s > 0 && sip.session_expires_s < sip.min_se_s {
+            problems.push(format!(
+                "sip.session_expires_s: {} is below sip.min_se_s ({})",
+                sip.session_expires_s, sip.min_se_s
+            ));
         }
         if sip.user_agent.trim().is_empty() || sip.user_agent.contains(['\r', '\n']) {
             problems.push("sip.user_agent: must be one non-empty line".to_string());

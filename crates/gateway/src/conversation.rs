@@ -55,7 +55,16 @@ pub(crate) async fn converse(
         handle: media_handle,
         events: mut media_events,
         codec,
+        sdp_codec,
+        telephone_event,
+        sdp_session_id,
     } = media;
+    let mut reoffer = Reoffer {
+        codec: sdp_codec,
+        telephone_event,
+        session_id: sdp_session_id,
+        version: 0,
+    };
     let control = media_handle.control();
     let mut sip_end: Option<EndReason> = None;
     let mut media_open = true;
@@ -114,6 +123,9 @@ pub(crate) async fn converse(
                     Some(CallSignal::Confirmed) => tracing::debug!("call confirmed by ACK"),
                     // A retransmitted answer or late provisional: nothing to do.
                     Some(CallSignal::Progress { .. } | CallSignal::Answered { .. }) => {}
+                    Some(CallSignal::Reinvite { body }) => {
+                        reoffer.answer(shared, call, &control, &body).await;
+                    }
                     Some(CallSignal::Ended(reason)) => {
                         tracing::debug!(reason = reason.label(), "SIP call over; final StopEvent to the handler");
                         sip_end = Some(reason);
@@ -194,6 +206,72 @@ pub(crate) async fn converse(
 }
 
 /// What the session's commands act on.
+/// Answers re-INVITEs of an established call.
+struct Reoffer {
+    codec: voicegate_sdp::Codec,
+    telephone_event: bool,
+    session_id: u64,
+    version: u64,
+}
+
+impl Reoffer {
+    /// Answers a re-INVITE's offer: same address, port and codec (the media
+    /// session keeps its codec for the call), direction mirrored (RFC 3264
+    /// 6.1: `sendonly` hold is answered `recvonly`), a new `o=` version (RFC
+    /// 3264 8). A new peer address moves the media. No acceptable stream:
+    /// 488, and the call goes on as before.
+    async fn answer(
+        &mut self,
+        shared: &Shared,
+        call: CallHandle,
+        media: &MediaControl,
+        body: &[u8],
+    ) {
+        let mut codecs = vec![self.codec];
+        if self.telephone_event {
+            codecs.push(voicegate_sdp::Codec::TelephoneEvent);
+        }
+        let local = media.local_rtp_addr();
+        let ip = shared.config.media.advertised_ip.unwrap_or(local.ip());
+        let answered = std::str::from_utf8(body)
+            .ok()
+            .and_then(|t| t.parse::<voicegate_sdp::SessionDescription>().ok())
+            .ok_or_else(|| "malformed SDP".to_string())
+            .and_then(|offer| {
+                let prefs =
+                    voicegate_sdp::CodecPreference::new(codecs).map_err(|e| e.to_string())?;
+                let mut params = voicegate_sdp::AnswerParams::new(ip, local.port(), prefs);
+                params.session_id = self.session_id;
+                params.session_version = self.version + 1;
+                voicegate_sdp::answer(&offer, &params).map_err(|e| e.to_string())
+            });
+        match answered {
+            Ok(n) => {
+                self.version += 1;
+                let remote = n.media.remote_rtp;
+                tracing::info!(direction = ?n.media.direction, %remote, "re-INVITE answered");
+                if !remote.ip().is_unspecified() {
+                    let _ = media.set_remote(remote, Some(n.media.remote_rtcp));
+                }
+                if let Err(e) = shared
+                    .sip
+                    .answer_reinvite(call, n.answer.to_string().into_bytes())
+                    .await
+                {
+                    tracing::debug!(error = %e, "re-INVITE answer failed");
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "re-INVITE offer refused with 488; the call goes on");
+                let _ = shared
+                    .sip
+                    .reject_reinvite(call, 488, "Not Acceptable Here")
+                    .await;
+            }
+        }
+    }
+}
+
 /// Audio for an AudioEvent, loaded.
 struct Loaded {
     id: u64,

@@ -184,6 +184,10 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         advertised: config.sip.advertised.unwrap_or(config.sip.listen),
         user_agent: config.sip.user_agent.clone(),
         timers: config.timers(),
+        reinvite_to_app: true,
+        session_expires: (config.sip.session_expires_s > 0)
+            .then(|| Duration::from_secs(config.sip.session_expires_s)),
+        min_se: Duration::from_secs(config.sip.min_se_s),
         ..EndpointConfig::default()
     };
     let seed = rand_seed();
@@ -301,6 +305,9 @@ async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
             }
             Event::CallAnswered { call, body } => {
                 forward(&shared, call, CallSignal::Answered { body }).await
+            }
+            Event::Reinvite { call, body, .. } => {
+                forward(&shared, call, CallSignal::Reinvite { body }).await
             }
             Event::Registration {
                 registration,

@@ -341,7 +341,8 @@ impl OutboundCall {
                 Some(CallSignal::HangUp) => {
                     let _ = self.shared.sip.hangup(self.handle).await;
                 }
-                Some(CallSignal::Confirmed) => {}
+                // No dialog yet: neither can happen before the answer.
+                Some(CallSignal::Confirmed | CallSignal::Reinvite { .. }) => {}
                 None => return outcome_of(&EndReason::TransportError),
             }
         };

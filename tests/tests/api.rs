@@ -192,3 +192,46 @@ async fn invite_from_a_source_outside_the_allow_list_gets_403() {
     assert!(reply.starts_with("SIP/2.0 403"), "{reply}");
     gw.stop().await;
 }
+
+/// A caller outside the allow list gets through by answering the digest
+/// challenge with the right password; with a wrong one it gets 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_outside_the_allow_list_passes_by_digest() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let mut cfg = test_config();
+    cfg.access.allow = vec!["10.0.0.0/8".into()];
+    cfg.access.users = vec![
+        toml::from_str(&format!(
+            "username = \"pbx1\"\npassword_file = {:?}\n",
+            temp_file("pbx1-password", "s3cr3t\n")
+        ))
+        .unwrap(),
+    ];
+    let gw = start_gateway(cfg).await;
+    let sf = scenario("uac_digest.xml");
+    let sf = sf.to_str().unwrap();
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf, "-m", "1", "-au", "pbx1", "-ap", "s3cr3t"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf, "-m", "1", "-au", "pbx1", "-ap", "wrong"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        run.failed, 1,
+        "a wrong password must not get through:\n{}",
+        run.screen
+    );
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    gw.stop().await;
+}

@@ -224,3 +224,63 @@ mod tests {
         assert_eq!(ac.admit(src, t2), Admission::RateLimited);
     }
 }
+
+/// Digest authentication of callers outside the allow list (RFC 3261 22.2,
+/// RFC 7616): a 401 challenge with a stateless nonce, then a check of the
+/// retried INVITE's credentials.
+pub struct DigestGate {
+    server: voicegate_sip::auth::DigestServer,
+    users: HashMap<String, String>,
+}
+
+/// What the gate says of an INVITE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Right credentials for this user.
+    Valid(String),
+    /// No (or expired) credentials: answer 401 with this WWW-Authenticate.
+    Challenge(String),
+    /// Wrong credentials: 403.
+    Invalid(&'static str),
+}
+
+impl DigestGate {
+    /// A gate for `users` (name -> password) in `realm`; `secret` keys the
+    /// nonces.
+    pub fn new(
+        realm: &str,
+        algorithm: voicegate_sip::auth::Algorithm,
+        secret: Vec<u8>,
+        users: HashMap<String, String>,
+    ) -> Self {
+        DigestGate {
+            server: voicegate_sip::auth::DigestServer::new(realm, algorithm, secret),
+            users,
+        }
+    }
+
+    /// Checks an INVITE's `Authorization` (None: not sent).
+    pub fn verify(
+        &self,
+        authorization: Option<&str>,
+        request_uri: &str,
+        body: &[u8],
+        now_unix_s: u64,
+    ) -> Verdict {
+        use voicegate_sip::auth::DigestCheck;
+        let Some(authz) = authorization else {
+            return Verdict::Challenge(self.server.challenge(now_unix_s, false).to_header_value());
+        };
+        match self
+            .server
+            .check(authz, "INVITE", request_uri, body, now_unix_s, |user| {
+                self.users.get(user).cloned()
+            }) {
+            DigestCheck::Valid { username } => Verdict::Valid(username),
+            DigestCheck::Stale => {
+                Verdict::Challenge(self.server.challenge(now_unix_s, true).to_header_value())
+            }
+            DigestCheck::Invalid(why) => Verdict::Invalid(why),
+        }
+    }
+}

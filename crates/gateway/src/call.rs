@@ -16,7 +16,7 @@ use voicegate_sdp::{
 };
 use voicegate_sip::endpoint::{CallHandle, EndReason, IncomingCall};
 
-use crate::access::Admission;
+use crate::access::{Admission, Verdict};
 use crate::records::{CallRecord, Direction, Outcome, new_call_id};
 use crate::redact::Redacted;
 use crate::{Shared, conversation};
@@ -68,7 +68,33 @@ pub(crate) fn admit(shared: &Arc<Shared>, incoming: Box<IncomingCall>) {
     let now = tokio::time::Instant::now().into_std();
     match shared.access.admit(incoming.peer.addr.ip(), now) {
         Admission::Allowed => {}
-        Admission::Forbidden => return refuse(403, "Forbidden", Vec::new(), "forbidden_source"),
+        Admission::Forbidden => {
+            let Some(gate) = &shared.digest else {
+                return refuse(403, "Forbidden", Vec::new(), "forbidden_source");
+            };
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            match gate.verify(
+                incoming.authorization.as_deref(),
+                &incoming.request_uri,
+                &incoming.body,
+                unix,
+            ) {
+                Verdict::Valid(user) => {
+                    tracing::info!(%call, user = %user, "caller authenticated by digest");
+                }
+                Verdict::Challenge(header) => {
+                    let extra = vec![("WWW-Authenticate".to_string(), header)];
+                    return refuse(401, "Unauthorized", extra, "challenged");
+                }
+                Verdict::Invalid(why) => {
+                    tracing::info!(%call, why, "digest credentials refused");
+                    return refuse(403, "Forbidden", Vec::new(), "bad_credentials");
+                }
+            }
+        }
         Admission::RateLimited => {
             let retry = vec![("Retry-After".to_string(), "1".to_string())];
             return refuse(503, "Service Unavailable", retry, "rate_limited");

@@ -48,6 +48,30 @@ pub struct AccessConfig {
     pub invites_per_second: f64,
     /// Bursts of new INVITEs a source may send above the rate.
     pub burst: u32,
+    /// Users who may call from any source by answering a digest challenge
+    /// (a PBX or softphone outside the allow list).
+    pub users: Vec<DigestUser>,
+    /// The digest realm of our challenges.
+    pub realm: String,
+    /// `MD5` (what most phones and SIPp support) or `SHA-256`.
+    pub digest_algorithm: String,
+    /// Environment variable with the key for stateless nonces; nodes behind
+    /// one load balancer need the same key. Unset: a random key per process.
+    pub nonce_secret_env: String,
+}
+
+/// `[[access.users]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestUser {
+    /// The digest user name.
+    pub username: String,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password; wins over `password_env`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for AccessConfig {
@@ -56,6 +80,10 @@ impl Default for AccessConfig {
             allow: vec!["0.0.0.0/0".into(), "::/0".into()],
             invites_per_second: 0.0,
             burst: 100,
+            users: Vec::new(),
+            realm: "voicegate".into(),
+            digest_algorithm: "MD5".into(),
+            nonce_secret_env: "VOICEGATE_NONCE_SECRET".into(),
         }
     }
 }
@@ -438,6 +466,22 @@ impl Config {
         }
         if self.access.invites_per_second.is_nan() || self.access.invites_per_second < 0.0 {
             problems.push("access.invites_per_second: must be 0 or more".to_string());
+        }
+        if !matches!(self.access.digest_algorithm.as_str(), "MD5" | "SHA-256") {
+            problems.push(format!(
+                "access.digest_algorithm: {:?} is not MD5 or SHA-256",
+                self.access.digest_algorithm
+            ));
+        }
+        for (i, u) in self.access.users.iter().enumerate() {
+            if u.username.trim().is_empty() {
+                problems.push(format!("access.users[{i}].username: must not be empty"));
+            }
+            if u.password_env.is_none() && u.password_file.is_none() {
+                problems.push(format!(
+                    "access.users[{i}].password_env: give password_env or password_file"
+                ));
+            }
         }
         if let Some(url) = &self.webhook.url
             && !(url.starts_with("http://") || url.starts_with("https://"))

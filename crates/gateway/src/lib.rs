@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     /// Loaded agents by id.
     pub(crate) agents: std::collections::HashMap<String, PythonAgent>,
     pub(crate) access: access::AccessControl,
+    /// Digest authentication for callers outside the allow list.
+    pub(crate) digest: Option<access::DigestGate>,
     /// Call records for the API and the webhook.
     pub(crate) records: records::Records,
     /// The API bearer token (from `api.token_env`); `None` disables `/v1`.
@@ -225,12 +227,14 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         tracing::info!(env = %config.api.token_env, "call API disabled: token not set");
     }
     let webhook = webhook::Webhook::from_config(&config.webhook)?;
+    let digest = digest_gate(&config)?;
     let shared = Arc::new(Shared {
         config,
         sip,
         ports,
         agents,
         access,
+        digest,
         records,
         api_token,
         webhook,
@@ -316,6 +320,45 @@ async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
             other => tracing::debug!(event = ?other, "SIP event not used by the gateway yet"),
         }
     }
+}
+
+/// The digest gate for `access.users`, with passwords resolved now so a
+/// missing one stops the start with its key named.
+fn digest_gate(config: &Config) -> anyhow::Result<Option<access::DigestGate>> {
+    if config.access.users.is_empty() {
+        return Ok(None);
+    }
+    let mut users = std::collections::HashMap::new();
+    for (i, u) in config.access.users.iter().enumerate() {
+        let env = u.password_env.as_deref().unwrap_or("");
+        let password = config::secret_from(u.password_file.as_deref(), env)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "access.users[{i}]: no password for {:?} (set {env:?} or password_file)",
+                u.username
+            )
+        })?;
+        users.insert(u.username.clone(), password);
+    }
+    let algorithm = if config.access.digest_algorithm == "SHA-256" {
+        voicegate_sip::auth::Algorithm::Sha256
+    } else {
+        voicegate_sip::auth::Algorithm::Md5
+    };
+    let secret = match std::env::var(&config.access.nonce_secret_env) {
+        Ok(s) if !s.is_empty() => s.into_bytes(),
+        _ => {
+            use rand::{Rng, SeedableRng};
+            let mut key = vec![0u8; 32];
+            rand::rngs::StdRng::from_os_rng().fill(&mut key[..]);
+            key
+        }
+    };
+    Ok(Some(access::DigestGate::new(
+        &config.access.realm,
+        algorithm,
+        secret,
+        users,
+    )))
 }
 
 /// Loads every configured agent (creating the sandbox venv on first use) and

@@ -678,6 +678,40 @@ pub enum DigestCheck {
     Invalid(&'static str),
 }
 
+/// The host and port a SIP URI addresses (lower case, port 5060 when
+/// absent), without user part or parameters.
+///
+/// Decision: RFC 7616 3.4.6 wants the digest-uri to be the Request-URI, but
+/// deployed clients differ (SIPp puts `sip:HOST:PORT`, without the user).
+/// The response hash covers the uri the client sent, so accepting a
+/// digest-uri with no user part that addresses the same host and port as
+/// the Request-URI keeps the credentials bound to this server while letting
+/// those clients in. A digest-uri with a user part must equal the
+/// Request-URI, and one naming another server is refused.
+fn uri_target(uri: &str) -> Option<String> {
+    let uri = uri.trim();
+    let rest = uri
+        .strip_prefix("sips:")
+        .or_else(|| uri.strip_prefix("sip:"))
+        .or_else(|| uri.strip_prefix("SIP:"))?;
+    let hostport = rest.rsplit('@').next()?.split([';', '?', '>']).next()?;
+    if hostport.is_empty() {
+        return None;
+    }
+    let has_port = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split_once(']')
+            .is_some_and(|(_, after)| after.starts_with(':'))
+    } else {
+        hostport.contains(':')
+    };
+    let hostport = hostport.to_ascii_lowercase();
+    Some(if has_port {
+        hostport
+    } else {
+        format!("{hostport}:5060")
+    })
+}
+
 /// The server side of digest authentication (for inbound access control):
 /// issues nonces and checks credentials. Nonces are stateless: a timestamp
 /// and an HMAC-SHA256 over it with the server's secret, so any node sharing
@@ -756,7 +790,10 @@ impl DigestServer {
         if auth.realm != self.realm {
             return DigestCheck::Invalid("wrong realm");
         }
-        if !auth.uri.trim().eq_ignore_ascii_case(request_uri.trim()) {
+        let same_server = !auth.uri.contains('@')
+            && uri_target(&auth.uri).is_some()
+            && uri_target(&auth.uri) == uri_target(request_uri);
+        if !auth.uri.trim().eq_ignore_ascii_case(request_uri.trim()) && !same_server {
             return DigestCheck::Invalid("digest-uri does not match the Request-URI");
         }
         let Some((ts, mac)) = auth.nonce.split_once('.') else {
@@ -1178,6 +1215,36 @@ mod tests {
             server.check(&v, "INVITE", "sip:other@10.0.0.1", b"", t, lookup),
             DigestCheck::Invalid("digest-uri does not match the Request-URI")
         );
+        // SIPp-style digest-uri: the server without a user part.
+        let host_only = Authorization::compute(&c, &creds, "INVITE", "sip:10.0.0.1", b"", "cn", 1)
+            .unwrap()
+            .to_header_value();
+        assert_eq!(
+            server.check(&host_only, "INVITE", uri, b"", t + 10, lookup),
+            DigestCheck::Valid {
+                username: "trunk".into()
+            }
+        );
+        assert_eq!(
+            server.check(
+                &host_only,
+                "INVITE",
+                "sip:+1555@10.0.0.2",
+                b"",
+                t + 10,
+                lookup
+            ),
+            DigestCheck::Invalid("digest-uri does not match the Request-URI")
+        );
+        assert_eq!(
+            uri_target("sip:svc@127.0.0.1:5070;transport=udp"),
+            uri_target("sip:127.0.0.1:5070")
+        );
+        assert_eq!(
+            uri_target("sip:Example.COM"),
+            Some("example.com:5060".into())
+        );
+        assert_ne!(uri_target("sip:a@10.0.0.1"), uri_target("sip:a@10.0.0.2"));
         assert_eq!(
             server.check(&v, "INVITE", uri, b"", t, |_| None),
             DigestCheck::Invalid("unknown user")

@@ -338,6 +338,7 @@ async fn call_through_a_trunk_answers_the_407_challenge() {
         "sip:+14155550123@127.0.0.1:".to_string() + &port.to_string()
     );
     assert_eq!(call["input_data"]["campaign"], "x");
+    assert_eq!(call["progress"], json!([180]), "{call}");
     // Audio flowed both ways: ours to SIPp, and SIPp's echo back.
     assert!(call["media"]["rtp_sent"].as_u64().unwrap() > 100, "{call}");
     assert!(

@@ -334,7 +334,12 @@ impl OutboundCall {
             };
             match signal {
                 Some(CallSignal::Progress { status }) => {
+                    // Early media (183) is not played to anyone: the agent
+                    // starts on answer. The status is kept in the record.
                     tracing::info!(status, "progress");
+                    self.shared
+                        .records
+                        .update(&self.id, |r| r.progress.push(status));
                 }
                 Some(CallSignal::Answered { body }) => break body,
                 Some(CallSignal::Ended(reason)) => return outcome_of(&reason),

@@ -117,6 +117,9 @@ pub struct CallRecord {
     pub input_data: Value,
     /// Media figures, once the call's media stopped.
     pub media: Option<MediaSummary>,
+    /// Provisional responses to our INVITE, in order (180, 183 with early
+    /// media...), for outbound calls.
+    pub progress: Vec<u16>,
     /// The SIP endpoint's handle (for hang-up).
     #[serde(skip)]
     pub handle: Option<voicegate_sip::endpoint::CallHandle>,
@@ -154,6 +157,7 @@ impl CallRecord {
             output_data: Value::Object(Default::default()),
             input_data: Value::Object(Default::default()),
             media: None,
+            progress: Vec::new(),
             handle: None,
             created_at: Some(now),
             answered_at: None,

@@ -425,3 +425,67 @@ async fn session_timer_is_refreshed_by_the_gateway() {
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     gw.stop().await;
 }
+
+fn transferrer_config() -> voicegate::Config {
+    let mut cfg = test_config();
+    cfg.agents[0] = toml::from_str(&format!(
+        "id = \"transferrer\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n\
+         variables = {{ target = \"+14155550199\" }}\n",
+        voicegate_tests::repo_root().join("tests/agents/transferrer")
+    ))
+    .unwrap();
+    cfg.trunks
+        .push(toml::from_str("name = \"carrier\"\nhost = \"127.0.0.1\"\nport = 5999\n").unwrap());
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_by_refer_then_bye_when_notify_reports_200() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let gw = start_gateway(transferrer_config()).await;
+    let sf = scenario("uac_refer_accept.xml");
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf.to_str().unwrap(), "-m", "1"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let r = &gw.call_records()[0];
+    assert_eq!(
+        r.outcome.as_ref().map(|o| o.label.as_str()),
+        Some("local_bye")
+    );
+    assert!(
+        r.output_data.get("transfer_error").is_none(),
+        "{:?}",
+        r.output_data
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_refer_is_told_to_the_agent_which_goes_on() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let gw = start_gateway(transferrer_config()).await;
+    let sf = scenario("uac_refer_decline.xml");
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf.to_str().unwrap(), "-m", "1"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let r = &gw.call_records()[0];
+    let err = r.output_data["transfer_error"].as_str().unwrap_or_default();
+    assert!(err.contains("603"), "{:?}", r.output_data);
+    gw.stop().await;
+}

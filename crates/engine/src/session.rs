@@ -428,6 +428,8 @@ pub struct Session {
     transcript: Vec<TranscriptLine>,
     requests: VecDeque<LinkRequest>,
     commands: VecDeque<Command>,
+    /// A Transfer command is out and the host has not reported its end.
+    transfer_pending: bool,
 }
 
 impl Session {
@@ -454,6 +456,7 @@ impl Session {
             transcript: Vec::new(),
             requests: VecDeque::new(),
             commands: VecDeque::new(),
+            transfer_pending: false,
         }
     }
 
@@ -609,6 +612,21 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// The host could not carry out a [`Command::Transfer`] (REFER refused,
+    /// target busy or not answering, no trunk): the session goes on, and the
+    /// handler gets an `ErrorEvent` with `message` (which names the SIP
+    /// status) as its next input. Ignored unless a transfer is pending.
+    pub fn handle_transfer_failed(&mut self, message: &str, now: Instant) {
+        if self.state != State::Ending || !self.transfer_pending {
+            return;
+        }
+        self.transfer_pending = false;
+        self.state = State::Active;
+        self.pending_inputs.push_back(Event::error(message));
+        self.deliver_pending(now);
+        self.became_idle(now);
     }
 
     /// Time passed: fires the silence timer or gives up on clean-up.
@@ -811,6 +829,7 @@ impl Session {
                         .closing_speech
                         .as_deref()
                         .map(|t| Speech::closing(t, &d.voice, d.speed, &d.language));
+                    self.transfer_pending = true;
                     self.end_with(Command::Transfer {
                         target,
                         mode,
@@ -1806,5 +1825,44 @@ mod tests {
             matches!(&h.commands()[0], Command::Log { level: LogLevel::Error, message, .. } if message.contains("environment is required"))
         );
         assert!(!h.s.is_ending());
+    }
+
+    #[test]
+    fn failed_transfer_is_told_to_the_handler_and_the_session_goes_on() {
+        let mut h = H::new(SessionConfig::default());
+        h.s.handle_start(h.at(0));
+        h.requests();
+        let transfer = Event::from_json(
+            r#"{"name":"transfer_session","data":{"phone_number":"+15550100"},"turn":1}"#,
+        )
+        .unwrap();
+        h.handler(transfer, 1);
+        assert!(matches!(&h.commands()[0], Command::Transfer { .. }));
+        assert!(h.s.is_ending());
+        h.end_turn(1, 2);
+        // Not pending: a failure report without a transfer changes nothing.
+        let mut idle = H::new(SessionConfig::default());
+        idle.s.handle_start(idle.at(0));
+        idle.requests();
+        idle.s.handle_transfer_failed("x", idle.at(1));
+        assert!(delivered(&idle.requests()).is_empty());
+
+        h.s.handle_transfer_failed("transfer to +15550100 failed: 486 Busy Here", h.at(3));
+        assert!(!h.s.is_ending());
+        let d = delivered(&h.requests());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].turn, 2);
+        assert!(
+            matches!(&d[0].kind, EventKind::Error(e) if e.message.contains("486")),
+            "{:?}",
+            d[0]
+        );
+        // The conversation goes on.
+        h.end_turn(2, 4);
+        h.s.handle_text("speech", "hello again", None, h.at(5));
+        assert_eq!(delivered(&h.requests()).len(), 1);
+        // A second report is ignored.
+        h.s.handle_transfer_failed("again", h.at(6));
+        assert!(delivered(&h.requests()).is_empty());
     }
 }

@@ -40,6 +40,8 @@ pub(crate) enum CallSignal {
         /// SDP answer.
         body: Vec<u8>,
     },
+    /// Progress of a REFER we sent (transfer).
+    Refer(voicegate_sip::refer::ReferEvent),
     /// The peer sent a re-INVITE with a new offer (hold, resume, new address).
     Reinvite {
         /// The offer.
@@ -160,6 +162,7 @@ async fn inbound(
                                         call_id: &incoming.call_id,
                                         record_id: &record_id,
                                         input_data: Default::default(),
+                                        confirmed: false,
                                     };
                                     conversation::converse(&shared, ctx, a, &mut signals, media)
                                         .await

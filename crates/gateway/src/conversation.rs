@@ -25,6 +25,7 @@ use voicegate_sip::endpoint::{CallHandle, EndReason};
 
 use crate::Shared;
 use crate::call::{CallMedia, CallSignal};
+use crate::config::NumberFormat;
 use crate::records::{MediaSummary, TranscriptEntry};
 
 /// Which call a conversation runs on.
@@ -34,6 +35,9 @@ pub(crate) struct CallContext<'a> {
     pub(crate) record_id: &'a str,
     /// `context.input_data` (outbound calls, transfers).
     pub(crate) input_data: serde_json::Map<String, serde_json::Value>,
+    /// Whether the dialog is confirmed (our 2xx ACKed, or we sent the ACK):
+    /// in-dialog requests such as REFER wait for it.
+    pub(crate) confirmed: bool,
 }
 
 /// Runs the agent's conversation on an answered call until both the SIP call
@@ -50,6 +54,7 @@ pub(crate) async fn converse(
         call_id,
         record_id,
         input_data,
+        mut confirmed,
     } = ctx;
     let CallMedia {
         handle: media_handle,
@@ -71,6 +76,7 @@ pub(crate) async fn converse(
     let (loaded_tx, mut loaded_rx) = mpsc::unbounded_channel::<Loaded>();
     let host = Host {
         loaded: loaded_tx,
+        refer: Default::default(),
         speech_segments: Default::default(),
         dtmf: Default::default(),
         transfer: Default::default(),
@@ -82,6 +88,8 @@ pub(crate) async fn converse(
     };
     let mut agent = agent.clone();
     let mut input_data = input_data;
+    // A REFER in flight: where to, SIP codes seen, and its deadline.
+    let mut referring: Option<Referral> = None;
     // One session per agent the call meets: an agent-to-agent transfer ends
     // the current session (with its clean-up StopEvent) and opens the next
     // on the same call and media.
@@ -113,6 +121,35 @@ pub(crate) async fn converse(
             if host.drain(&mut session, &mut link) {
                 break;
             }
+            // A transfer waits for the ACK of our 2xx (the dialog must be
+            // confirmed before we send requests in it).
+            let ready = confirmed && host.refer.borrow().is_some();
+            if let Some((target, refer_to)) = ready.then(|| host.refer.take()).flatten() {
+                match shared.sip.refer(call, &refer_to).await {
+                    Ok(()) => {
+                        tracing::info!(%target, %refer_to, "transfer: REFER sent");
+                        referring = Some(Referral {
+                            target,
+                            codes: Vec::new(),
+                            deadline: tokio::time::Instant::now() + REFER_TIMEOUT,
+                        });
+                    }
+                    Err(e) => {
+                        let r = Referral {
+                            target,
+                            codes: Vec::new(),
+                            deadline: tokio::time::Instant::now(),
+                        };
+                        r.finish(
+                            shared,
+                            call,
+                            &mut session,
+                            Err(format!("REFER not sent: {e}")),
+                        );
+                    }
+                }
+                continue;
+            }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 ev = link.recv() => {
@@ -120,11 +157,22 @@ pub(crate) async fn converse(
                     session.handle_link(ev, now());
                 }
                 signal = signals.recv(), if sip_end.is_none() => match signal {
-                    Some(CallSignal::Confirmed) => tracing::debug!("call confirmed by ACK"),
+                    Some(CallSignal::Confirmed) => {
+                        tracing::debug!("call confirmed by ACK");
+                        confirmed = true;
+                    }
                     // A retransmitted answer or late provisional: nothing to do.
                     Some(CallSignal::Progress { .. } | CallSignal::Answered { .. }) => {}
                     Some(CallSignal::Reinvite { body }) => {
                         reoffer.answer(shared, call, &control, &body).await;
+                    }
+                    Some(CallSignal::Refer(ev)) => {
+                        if let Some(r) = referring.as_mut()
+                            && let Some(done) = r.progress(&ev)
+                        {
+                            let r = referring.take().expect("checked");
+                            r.finish(shared, call, &mut session, done);
+                        }
                     }
                     Some(CallSignal::Ended(reason)) => {
                         tracing::debug!(reason = reason.label(), "SIP call over; final StopEvent to the handler");
@@ -144,6 +192,10 @@ pub(crate) async fn converse(
                     }
                 },
                 _ = sleep_until(deadline) => session.handle_timeout(now()),
+                _ = sleep_until(referring.as_ref().map(|r| r.deadline)), if referring.is_some() => {
+                    let r = referring.take().expect("guarded");
+                    r.finish(shared, call, &mut session, Err("no final NOTIFY within 32 s".into()));
+                }
                 Some(l) = loaded_rx.recv() => host.play_loaded(&mut session, l),
                 ev = media_events.recv(), if media_open => match ev {
                     Some(ev) => host.media_event(&mut session, ev),
@@ -206,6 +258,79 @@ pub(crate) async fn converse(
 }
 
 /// What the session's commands act on.
+/// How long a REFER may take to reach a final NOTIFY (64*T1 with defaults).
+const REFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
+
+/// A transfer by REFER (RFC 3515) in flight.
+struct Referral {
+    target: String,
+    /// SIP codes seen: the REFER's answer, then each NOTIFY's sipfrag status.
+    codes: Vec<u16>,
+    deadline: tokio::time::Instant,
+}
+
+impl Referral {
+    /// Follows a REFER event; `Some` once the transfer's fate is known
+    /// (Ok: the transferee reached the target).
+    fn progress(&mut self, ev: &voicegate_sip::refer::ReferEvent) -> Option<Result<(), String>> {
+        use voicegate_sip::refer::ReferEvent;
+        match ev {
+            ReferEvent::Accepted { status, .. } => {
+                self.codes.push(*status);
+                None
+            }
+            ReferEvent::Failed { status, reason, .. } => {
+                self.codes.extend(status);
+                Some(Err(match status {
+                    Some(s) => format!("REFER refused: {s} {reason}"),
+                    None => format!("REFER failed: {reason}"),
+                }))
+            }
+            ReferEvent::Notify {
+                status,
+                reason,
+                terminated,
+                ..
+            } => {
+                self.codes.extend(status);
+                match status {
+                    Some(s) if (200..300).contains(s) => Some(Ok(())),
+                    Some(s) if *s >= 300 => Some(Err(format!("target answered {s} {reason}"))),
+                    _ if *terminated => {
+                        Some(Err("subscription ended without a final status".into()))
+                    }
+                    _ => None,
+                }
+            }
+            ReferEvent::Incoming { .. } => None,
+        }
+    }
+
+    /// Success: our part of the call is over (BYE). Failure: the agent's
+    /// session is told with an ErrorEvent and goes on.
+    fn finish(
+        self,
+        shared: &Shared,
+        call: CallHandle,
+        session: &mut Session,
+        result: Result<(), String>,
+    ) {
+        match result {
+            Ok(()) => {
+                tracing::info!(target = %self.target, codes = ?self.codes, "transfer succeeded: leaving the call");
+                metrics::counter!("voicegate_transfers_total", "result" => "ok").increment(1);
+                hang_up(shared, call);
+            }
+            Err(why) => {
+                tracing::warn!(target = %self.target, codes = ?self.codes, %why, "transfer failed; the agent continues");
+                metrics::counter!("voicegate_transfers_total", "result" => "failed").increment(1);
+                let msg = format!("transfer to {} failed: {why}", self.target);
+                session.handle_transfer_failed(&msg, now());
+            }
+        }
+    }
+}
+
 /// Answers re-INVITEs of an established call.
 struct Reoffer {
     codec: voicegate_sdp::Codec,
@@ -282,6 +407,8 @@ struct Loaded {
 
 struct Host<'a> {
     loaded: mpsc::UnboundedSender<Loaded>,
+    /// An external transfer to start: label for logs and the Refer-To URI.
+    refer: std::cell::RefCell<Option<(String, String)>>,
     /// An accepted agent-to-agent transfer: the next agent and its input.
     transfer: std::cell::RefCell<Option<(String, serde_json::Value)>>,
     /// Speech segments and DTMF digits seen, for the call record.
@@ -295,6 +422,21 @@ struct Host<'a> {
 }
 
 impl Host<'_> {
+    /// The Refer-To URI for a phone number: through the first trunk, in
+    /// its number format; without a trunk, a `tel:` URI the caller's side
+    /// routes (RFC 3966).
+    fn refer_to_number(&self, number: &str) -> String {
+        let digits = number.trim().trim_start_matches('+');
+        match self.shared.config.trunks.first() {
+            Some(t) => match t.number_format {
+                NumberFormat::E164 => format!("sip:+{digits}@{}:{}", t.host, t.port),
+                NumberFormat::Sip => format!("sip:{digits}@{}:{}", t.host, t.port),
+                NumberFormat::Tel => format!("tel:+{digits}"),
+            },
+            None => format!("tel:+{digits}"),
+        }
+    }
+
     /// Feeds a media event to the session.
     fn media_event(&self, session: &mut Session, ev: MediaEvent) {
         let t = now();
@@ -424,13 +566,33 @@ impl Host<'_> {
                     hang_up(self.shared, self.call);
                 }
             }
-            Command::Transfer { target, mode, .. } => {
-                tracing::error!(
-                    ?target,
-                    ?mode,
-                    "transfer to a phone number or SIP URI is not supported yet by the gateway: hanging up instead"
-                );
-                hang_up(self.shared, self.call);
+            Command::Transfer {
+                target,
+                mode,
+                closing,
+                ..
+            } => {
+                if let Some(closing) = closing {
+                    tracing::warn!(text = %closing.text, "closing speech not played: no TTS on calls in this build yet");
+                }
+                let (label, refer_to) = match &target {
+                    TransferTarget::Phone { number } => {
+                        (number.clone(), self.refer_to_number(number))
+                    }
+                    TransferTarget::Sip { uri } => (uri.clone(), uri.clone()),
+                    TransferTarget::Agent { .. } => {
+                        unreachable!("agent transfers are matched above")
+                    }
+                };
+                if mode == Some(voicegate_engine::session::TransferMode::Bridge) {
+                    let msg = format!(
+                        "transfer to {label} failed: bridged transfers (mode \"bridge\") are not supported yet; use refer"
+                    );
+                    tracing::warn!("{msg}");
+                    session.handle_transfer_failed(&msg, t);
+                } else {
+                    self.refer.replace(Some((label, refer_to)));
+                }
             }
             Command::StartRecording { .. } | Command::StopRecording => {
                 tracing::warn!("recording events not supported yet by the gateway; ignored")

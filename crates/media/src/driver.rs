@@ -8,7 +8,10 @@
 //!   (`CallStats::events_dropped`), the media loop never waits;
 //! * commands in from [`MediaHandle`] / its cloneable [`MediaControl`] (play,
 //!   stream, flush, clear, DTMF, background, remote change, stats) on a bounded
-//!   channel; [`MediaHandle::stop`] or dropping the handle ends the task.
+//!   channel; [`MediaHandle::stop`] or dropping the handle ends the task;
+//! * bridged audio in from another session ([`MediaControl::bridge_to`]) on a
+//!   bounded channel of fixed-size 20 ms frames, and out to it with `try_send`
+//!   (dropped and counted in `CallStats::bridge` when full).
 //!
 //! Speech start/end, DTMF digits and barge-in are also logged at info level in
 //! the span current when the session was started (the call's).
@@ -32,6 +35,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use tokio::net::UdpSocket;
@@ -41,6 +45,7 @@ use tokio::time::{Instant as TokioInstant, MissedTickBehavior};
 use tracing::Instrument;
 
 use crate::MediaError;
+use crate::bridge::{BridgeSourceId, BridgeTap, MAX_BRIDGE_FRAME};
 use crate::pipeline::{CallMedia, CallStats, MediaConfig, MediaEvent, TransmitKind};
 use crate::playout::{PlayoutEvent, Segment, SegmentId};
 use crate::port_pool::{PortGuard, PortLease};
@@ -49,6 +54,26 @@ use crate::resample::{StreamResampler, resample_all};
 use crate::rtp::MAX_DATAGRAM;
 
 const COMMAND_CAPACITY: usize = 64;
+/// Bridged frames in flight between two legs' tasks (320 ms).
+const BRIDGE_CAPACITY: usize = 16;
+
+static NEXT_BRIDGE_SOURCE: AtomicU64 = AtomicU64::new(1);
+
+/// One 20 ms frame of bridged audio at the receiving leg's playout rate. Fixed
+/// size, moved through the channel: no allocation per frame.
+struct BridgeFrame {
+    source: BridgeSourceId,
+    len: usize,
+    pcm: [i16; MAX_BRIDGE_FRAME],
+}
+
+/// The sending end of a bridge, owned by the sending leg's task.
+struct BridgeLink {
+    source: BridgeSourceId,
+    frames: mpsc::Sender<BridgeFrame>,
+    /// The receiving leg's commands: DTMF relay and the end of the bridge.
+    peer: mpsc::Sender<Command>,
+}
 
 enum Command {
     Play(Segment),
@@ -58,6 +83,12 @@ enum Command {
     Background(Option<Arc<[i16]>>, f32),
     Stats(oneshot::Sender<CallStats>),
     Remote(SocketAddr, Option<SocketAddr>),
+    /// This leg's audio goes to another leg from now on (None: no more).
+    BridgeOut(Option<Box<(BridgeTap, BridgeLink)>>),
+    /// Another leg bridges into this one: clear playout, accept its frames.
+    BridgeIn(BridgeSourceId),
+    /// That bridge into this leg ended.
+    BridgeEnd(BridgeSourceId),
 }
 
 /// Starts media sessions.
@@ -104,6 +135,7 @@ impl MediaSession {
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (bridge_tx, bridge_rx) = mpsc::channel(BRIDGE_CAPACITY);
         // The core's ptime: the SDP value after its fallback rules.
         let ptime = std::time::Duration::from_millis(core.params().ptime_ms as u64);
         let task = Task {
@@ -113,6 +145,8 @@ impl MediaSession {
             events: ev_tx,
             commands: cmd_rx,
             stop: stop_rx,
+            bridge_in: bridge_rx,
+            bridge_out: None,
             recorder,
             _guard: guard,
         };
@@ -123,6 +157,7 @@ impl MediaSession {
             MediaHandle {
                 control: MediaControl {
                     commands: cmd_tx,
+                    bridge_frames: bridge_tx,
                     playout_rate_hz,
                     local_rtp,
                     local_rtcp,
@@ -170,6 +205,7 @@ impl MediaHandle {
 #[derive(Debug, Clone)]
 pub struct MediaControl {
     commands: mpsc::Sender<Command>,
+    bridge_frames: mpsc::Sender<BridgeFrame>,
     playout_rate_hz: u32,
     local_rtp: SocketAddr,
     local_rtcp: SocketAddr,
@@ -245,7 +281,8 @@ impl MediaControl {
         self.send(Command::Flush)
     }
 
-    /// Drops all queued playout, interruptible or not.
+    /// Drops all queued playout, interruptible or not (not the audio of a leg
+    /// bridged into this one: see [`MediaControl::bridge_to`]).
     pub fn clear(&self) -> Result<(), MediaError> {
         self.send(Command::Clear)
     }
@@ -272,6 +309,48 @@ impl MediaControl {
     /// The peer's media address changed (re-INVITE): send there and latch anew.
     pub fn set_remote(&self, rtp: SocketAddr, rtcp: Option<SocketAddr>) -> Result<(), MediaError> {
         self.send(Command::Remote(rtp, rtcp))
+    }
+
+    /// Bridges this leg into `other` (B2BUA transfer to a human): from now on every
+    /// decoded inbound 20 ms frame of this session (all audio after the jitter
+    /// buffer, decoding and concealment, not only speech) is converted to `other`'s
+    /// playout rate here, once, and played out on `other` as a continuous lane of
+    /// its own, mixed on top of its playout: barge-in, `flush` and `clear` on
+    /// `other` do not touch it. Agent audio queued on `other` is cleared when the
+    /// bridge starts (each segment reports `Interrupted`). Call it on both legs for
+    /// two-way audio.
+    ///
+    /// DTMF received on this leg stays out of the audio (telephone-event packets
+    /// never reach the decoder) and is relayed to `other` as RFC 4733 events, after
+    /// the key is released, with the held duration; it is still reported here as
+    /// [`MediaEvent::Dtmf`]. VAD events keep coming from both legs.
+    ///
+    /// Frames go straight to `other`'s task (bounded, `try_send`; dropped and
+    /// counted when full) and wait there at least `MediaConfig::bridge_margin_ms`
+    /// for the next tick, so the one-way delay the bridge adds is between that
+    /// margin and margin + 20 ms, plus about 1.5 ms when the rates differ (see
+    /// [`crate::bridge`]). A new `bridge_to` replaces this leg's previous bridge;
+    /// a new bridge into `other` from a third leg replaces this one there.
+    pub fn bridge_to(&self, other: MediaControl) -> Result<(), MediaError> {
+        if other.local_rtp == self.local_rtp {
+            return Err(MediaError::Unsupported("bridging a session to itself"));
+        }
+        let tap = BridgeTap::new(self.playout_rate_hz, other.playout_rate_hz)?;
+        let source = BridgeSourceId(NEXT_BRIDGE_SOURCE.fetch_add(1, Ordering::Relaxed));
+        other.send(Command::BridgeIn(source))?;
+        let link = BridgeLink {
+            source,
+            frames: other.bridge_frames,
+            peer: other.commands,
+        };
+        self.send(Command::BridgeOut(Some(Box::new((tap, link)))))
+    }
+
+    /// Stops sending this leg's audio to the leg it was bridged to (that leg drops
+    /// what it still queued). Both legs need it to end a two-way bridge. Agent
+    /// playout works as before on both.
+    pub fn unbridge(&self) -> Result<(), MediaError> {
+        self.send(Command::BridgeOut(None))
     }
 
     /// Current counters.
@@ -343,6 +422,8 @@ struct Task {
     events: mpsc::Sender<MediaEvent>,
     commands: mpsc::Receiver<Command>,
     stop: oneshot::Receiver<()>,
+    bridge_in: mpsc::Receiver<BridgeFrame>,
+    bridge_out: Option<BridgeLink>,
     recorder: Option<Recorder>,
     _guard: Option<PortGuard>,
 }
@@ -365,6 +446,10 @@ impl Task {
                     Err(e) => tracing::trace!(error = %e, "rtcp recv"),
                 },
                 _ = interval.tick() => self.core.handle_timeout(TokioInstant::now().into_std()),
+                Some(f) = self.bridge_in.recv() => {
+                    let pcm = &f.pcm[..f.len.min(MAX_BRIDGE_FRAME)];
+                    self.core.handle_bridge_frame(f.source, pcm, TokioInstant::now().into_std());
+                }
                 cmd = self.commands.recv() => match cmd {
                     None => break,
                     Some(cmd) => self.command(cmd),
@@ -374,6 +459,7 @@ impl Task {
             }
             self.drain();
         }
+        self.end_bridge_out();
         if let Some(rec) = self.recorder.take()
             && let Err(e) = rec.finalize()
         {
@@ -409,6 +495,35 @@ impl Task {
             Command::Stats(tx) => {
                 let _ = tx.send(self.core.stats());
             }
+            Command::BridgeOut(link) => {
+                self.end_bridge_out();
+                if let Some(b) = link {
+                    let (tap, link) = *b;
+                    match self.core.set_bridge_tap(Some(tap)) {
+                        Ok(()) => {
+                            tracing::info!(source = link.source.0, "bridged out");
+                            self.bridge_out = Some(link);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot bridge"),
+                    }
+                }
+            }
+            Command::BridgeIn(source) => {
+                tracing::info!(source = source.0, "bridged in: playout cleared");
+                self.core.set_bridge_source(Some(source));
+            }
+            Command::BridgeEnd(source) => self.core.end_bridge_source(source),
+        }
+    }
+
+    /// Stops tapping and tells the receiving leg, which drops what it queued.
+    fn end_bridge_out(&mut self) {
+        let _ = self.core.set_bridge_tap(None);
+        if let Some(link) = self.bridge_out.take() {
+            tracing::info!(source = link.source.0, "unbridged");
+            if link.peer.try_send(Command::BridgeEnd(link.source)).is_err() {
+                tracing::debug!("bridged leg gone or busy; it drains by itself");
+            }
         }
     }
 
@@ -438,12 +553,35 @@ impl Task {
                 MediaEvent::Latched { remote } => tracing::debug!(%remote, "rtp latched"),
                 _ => {}
             }
+            if let (MediaEvent::Dtmf(d), Some(link)) = (&ev, &self.bridge_out) {
+                let ms = d.duration.as_millis().min(5000) as u32;
+                if link.peer.try_send(Command::Dtmf(d.digit, ms)).is_err() {
+                    tracing::warn!(digit = %d.digit, "DTMF not relayed to the bridged leg");
+                }
+            }
             if self.events.try_send(ev).is_err() {
                 dropped += 1;
             }
         }
         if dropped > 0 {
             self.core.count_dropped_events(dropped);
+        }
+        if let Some(link) = &self.bridge_out {
+            let mut lost = 0;
+            while let Some(pcm) = self.core.poll_bridge() {
+                let mut f = BridgeFrame {
+                    source: link.source,
+                    len: pcm.len().min(MAX_BRIDGE_FRAME),
+                    pcm: [0; MAX_BRIDGE_FRAME],
+                };
+                f.pcm[..f.len].copy_from_slice(&pcm[..f.len]);
+                if link.frames.try_send(f).is_err() {
+                    lost += 1;
+                }
+            }
+            if lost > 0 {
+                self.core.count_bridge_dropped(lost);
+            }
         }
         while let Some((caller, agent)) = self.core.poll_recording() {
             if let Some(rec) = self.recorder.as_mut()

@@ -12,6 +12,8 @@
 //! * [`rtcp`]: sender/receiver reports and per-call statistics.
 //! * [`recording`]: stereo WAV of both directions.
 //! * [`port_pool`]: RTP/RTCP port pairs with quarantine.
+//! * [`bridge`]: one call leg's decoded audio played out on another (B2BUA
+//!   bridge), see [`MediaControl::bridge_to`].
 //! * [`pipeline`]: [`pipeline::CallMedia`], the sans-IO core of one call that ties
 //!   the pieces together; [`driver`]: the tokio task that owns the sockets.
 //!
@@ -26,6 +28,10 @@
 //! handle.play(id, interruptible, pcm, tts_rate_hz)?;    // or handle.stream(..)
 //! handle.flush()?;                                      // barge-in
 //! let control = handle.control();                       // cloneable, for other tasks
+//! // Transfer to a human (B2BUA bridge) with an outbound leg `human`:
+//! handle.bridge_to(human.control())?;                   // caller -> human
+//! human.bridge_to(handle.control())?;                   // human -> caller
+//! handle.unbridge()?; human.unbridge()?;                // back to the agent
 //! let stats = handle.stop().await;                      // CallStats
 //! ```
 //!
@@ -40,9 +46,11 @@
 //! # Allocation
 //!
 //! Buffers are sized when a call starts. The 20 ms path (receive, jitter buffer,
-//! decode, resample, VAD, playout, encode, send) does not allocate; a test with a
-//! counting global allocator (`tests/no_alloc.rs`) holds that line.
+//! decode, resample, VAD, playout, encode, send, and the bridge tap, hand-off and
+//! lane of a bridged call) does not allocate; a test with a counting global
+//! allocator (`tests/no_alloc.rs`) holds that line.
 
+pub mod bridge;
 pub mod codec;
 pub mod driver;
 pub mod dtmf;
@@ -61,6 +69,7 @@ pub mod vad;
 mod error;
 mod types;
 
+pub use bridge::{BridgeSourceId, BridgeStats};
 pub use driver::{MediaControl, MediaHandle, MediaSession, PlayoutStream};
 pub use error::MediaError;
 pub use pipeline::{CallMedia, CallStats, MediaConfig, MediaEvent};

@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::bridge::{BridgeLane, BridgeSourceId, BridgeStats, BridgeTap};
 use crate::codec::{AudioDecoder, AudioEncoder};
 use crate::dtmf::{DtmfDigit, DtmfReceiver, DtmfSender};
 use crate::jitter::{JitterBuffer, JitterConfig, JitterStats, PacketKind, Pop};
@@ -79,6 +80,9 @@ pub struct MediaConfig {
     pub event_capacity: usize,
     /// Write a stereo WAV (caller left, agent right) here.
     pub record_to: Option<std::path::PathBuf>,
+    /// How long bridged audio from another leg waits at least before it is played
+    /// (the jitter margin between the two legs' ticks, see [`crate::bridge`]).
+    pub bridge_margin_ms: u32,
 }
 
 impl MediaConfig {
@@ -99,6 +103,7 @@ impl MediaConfig {
             seed: 0x5eed,
             event_capacity: 512,
             record_to: None,
+            bridge_margin_ms: 5,
         }
     }
 }
@@ -199,6 +204,9 @@ pub struct CallStats {
     /// Events dropped because the queue was not drained (or the driver's channel
     /// was full; the driver adds its drops here).
     pub events_dropped: u64,
+    /// Bridge counters (both directions: what this leg sent to the leg it is
+    /// bridged to, and what it played from a leg bridged to it).
+    pub bridge: BridgeStats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +236,9 @@ pub struct CallMedia {
     dtmf_rx: DtmfReceiver,
     dtmf_tx: DtmfSender,
     playout: Playout,
+    bridge_tap: Option<BridgeTap>,
+    bridge_lane: BridgeLane,
+    bridge_out_dropped: u64,
     sender: RtpSender,
     rtcp: RtcpSession,
     // Inbound PCM at the decoder rate, waiting to be cut into 20 ms VAD frames.
@@ -323,6 +334,12 @@ impl CallMedia {
             dtmf_rx: DtmfReceiver::new(cfg.telephone_event_clock_rate.unwrap_or(clock_rate)),
             dtmf_tx: DtmfSender::new(),
             playout,
+            bridge_tap: None,
+            bridge_lane: BridgeLane::new(
+                (enc_rate / 50) as usize,
+                Duration::from_millis(cfg.bridge_margin_ms as u64),
+            ),
+            bridge_out_dropped: 0,
             sender,
             rtcp: RtcpSession::new(
                 NtpClock::new(now, wall),
@@ -387,7 +404,78 @@ impl CallMedia {
             s.inbound_jitter_ms = src.jitter_ms();
         }
         s.ignored_source = self.ignored_before + self.latch.ignored();
+        let lane = self.bridge_lane.stats();
+        s.bridge.frames_in = lane.frames_in;
+        s.bridge.frames_in_dropped = lane.frames_in_dropped;
+        s.bridge.frames_played = lane.frames_played;
+        s.bridge.underruns = lane.underruns;
+        s.bridge.frames_out_dropped =
+            self.bridge_out_dropped + self.bridge_tap.as_ref().map_or(0, |t| t.dropped());
         s
+    }
+
+    /// Starts (or with `None` stops) sending this leg's decoded inbound audio to a
+    /// bridged leg: every 20 ms frame from then on, converted by `tap`, comes out of
+    /// [`CallMedia::poll_bridge`]. The tap's input rate must be this leg's
+    /// [`CallMedia::playout_rate_hz`] (the decoder rate).
+    pub fn set_bridge_tap(&mut self, tap: Option<BridgeTap>) -> Result<(), MediaError> {
+        if let Some(t) = &tap
+            && t.input_rate_hz() != self.decoder.rate_hz()
+        {
+            return Err(MediaError::Config {
+                key: "bridge",
+                reason: "tap input rate differs from the decoder rate",
+            });
+        }
+        if let Some(old) = self.bridge_tap.take() {
+            self.bridge_out_dropped += old.dropped();
+        }
+        self.bridge_tap = tap;
+        Ok(())
+    }
+
+    /// Whether decoded audio is being tapped for a bridge.
+    pub fn is_bridged_out(&self) -> bool {
+        self.bridge_tap.is_some()
+    }
+
+    /// Next 20 ms frame for the bridged leg (at the rate the tap was built for).
+    pub fn poll_bridge(&mut self) -> Option<&[i16]> {
+        let tap = self.bridge_tap.as_mut()?;
+        let frame = tap.pop()?;
+        self.stats.bridge.frames_out += 1;
+        Some(frame)
+    }
+
+    /// Counts bridge frames the driver could not hand off (full channel).
+    pub fn count_bridge_dropped(&mut self, n: u64) {
+        self.bridge_out_dropped += n;
+    }
+
+    /// Another leg starts bridging into this one (`source`), or with `None` none
+    /// does any more. Starting clears all queued agent playout (bridged audio
+    /// replaces it rather than queueing behind it; each dropped segment reports
+    /// `Interrupted`). Agent audio queued later is mixed with the bridged audio.
+    pub fn set_bridge_source(&mut self, source: Option<BridgeSourceId>) {
+        if source.is_some() && source != self.bridge_lane.source() {
+            self.clear();
+        }
+        self.bridge_lane.set_source(source);
+    }
+
+    /// The bridge from `source` ended: its queued audio goes at once. A newer
+    /// source that took over meanwhile is left alone.
+    pub fn end_bridge_source(&mut self, source: BridgeSourceId) {
+        if self.bridge_lane.source() == Some(source) {
+            self.bridge_lane.set_source(None);
+        }
+    }
+
+    /// Feeds one 20 ms frame of bridged audio (at [`CallMedia::playout_rate_hz`])
+    /// that arrived at `now`; frames of a source other than the current one are
+    /// counted and dropped.
+    pub fn handle_bridge_frame(&mut self, source: BridgeSourceId, pcm: &[i16], now: Instant) {
+        self.bridge_lane.push(source, pcm, now);
     }
 
     /// Adds drops counted outside the core (the driver's full channel).
@@ -614,7 +702,7 @@ impl CallMedia {
             }
         }
         self.rec_caller[rec_len..].fill(0);
-        self.outbound_frame();
+        self.outbound_frame(now);
         // Keep this tick for poll_recording; if the caller never drains, the last
         // slot is overwritten.
         let n = self.rec_agent.len();
@@ -684,6 +772,9 @@ impl CallMedia {
         self.vad_in.copy_from_slice(&self.rx_pcm[..n]);
         self.rx_pcm.copy_within(n..self.rx_len, 0);
         self.rx_len -= n;
+        if let Some(tap) = self.bridge_tap.as_mut() {
+            tap.push(&self.vad_in);
+        }
         if self
             .resampler
             .process(&self.vad_in, &mut self.vad_frame)
@@ -731,7 +822,7 @@ impl CallMedia {
         }
     }
 
-    fn outbound_frame(&mut self) {
+    fn outbound_frame(&mut self, now: Instant) {
         let units = self.frame_units();
         let clock_rate = self.params.codec.rtp_clock_rate();
         let dest = self.latch.destination();
@@ -741,6 +832,8 @@ impl CallMedia {
             self.dtmf_tx.poll(ts, units, clock_rate),
         ) {
             self.rec_agent.fill(0);
+            self.bridge_lane
+                .skip(self.tx_pcm.len() / self.bridge_lane.frame_samples(), now);
             self.sender.advance(units);
             // Audio after the event starts a new talkspurt.
             self.tx_marker = true;
@@ -758,6 +851,8 @@ impl CallMedia {
             self.stats.playout_frames += 1;
         }
         self.drain_playout_events();
+        // Bridged audio is its own lane on top of playout: barge-in never cuts it.
+        self.bridge_lane.mix_into(&mut self.tx_pcm, now);
         self.rec_agent.copy_from_slice(&self.tx_pcm);
         let Ok(n) = self.encoder.encode(&self.tx_pcm, &mut self.tx_payload) else {
             self.sender.advance(units);

@@ -36,6 +36,8 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// SIP trunks (carriers) for outbound calls and trusted inbound sources.
     pub trunks: Vec<TrunkConfig>,
+    /// Speech-to-text and text-to-speech (see the voicegate-speech crate).
+    pub speech: voicegate_speech::SpeechConfig,
 }
 
 /// `[access]`
@@ -529,6 +531,13 @@ impl Config {
             {
                 problems.push(format!("trunks[{i}].codecs: {e}"));
             }
+        }
+        match self.speech.validate() {
+            Ok(()) => {}
+            Err(voicegate_speech::SpeechError::Config(list)) => {
+                problems.extend(list.into_iter().map(|p| format!("speech.{p}")));
+            }
+            Err(e) => problems.push(format!("speech: {e}")),
         }
         if problems.is_empty() {
             Ok(())

@@ -27,6 +27,7 @@ use crate::Shared;
 use crate::call::{CallMedia, CallSignal};
 use crate::config::NumberFormat;
 use crate::records::{MediaSummary, TranscriptEntry};
+use crate::speech::{END_MARKER, Speaker};
 
 /// Which call a conversation runs on.
 pub(crate) struct CallContext<'a> {
@@ -74,7 +75,19 @@ pub(crate) async fn converse(
     let mut sip_end: Option<EndReason> = None;
     let mut media_open = true;
     let (loaded_tx, mut loaded_rx) = mpsc::unbounded_channel::<Loaded>();
-    let host = Host {
+    let (unspoken_tx, mut unspoken_rx) = mpsc::unbounded_channel::<u64>();
+    let stt = match shared.stt.start(shared.config.speech.stt.settings()).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "speech recognition unavailable on this call");
+            None
+        }
+    };
+    let mut stt_open = stt.is_some();
+    let mut host = Host {
+        speaker: Speaker::start(shared.tts.clone(), control.clone(), unspoken_tx),
+        tts_ids: Default::default(),
+        stt,
         loaded: loaded_tx,
         refer: Default::default(),
         speech_segments: Default::default(),
@@ -197,6 +210,23 @@ pub(crate) async fn converse(
                     r.finish(shared, call, &mut session, Err("no final NOTIFY within 32 s".into()));
                 }
                 Some(l) = loaded_rx.recv() => host.play_loaded(&mut session, l),
+                Some(id) = unspoken_rx.recv() => session.handle_playback_done(id, now()),
+                ev = next_stt(&mut host.stt), if stt_open => match ev {
+                    Some(Ok(voicegate_speech::SttEvent::Final(t))) => {
+                        let text = t.text.trim();
+                        // Whisper can return bare punctuation for a noise burst.
+                        if text.chars().any(char::is_alphanumeric) {
+                            tracing::info!(text = %text, "caller said");
+                            session.handle_text("speech", text, t.language.as_deref(), now());
+                        }
+                    }
+                    Some(Ok(voicegate_speech::SttEvent::Partial(_))) => {}
+                    Some(Err(e)) => tracing::warn!(error = %e, "speech recognition error"),
+                    None => {
+                        tracing::warn!("speech recognition ended");
+                        stt_open = false;
+                    }
+                },
                 ev = media_events.recv(), if media_open => match ev {
                     Some(ev) => host.media_event(&mut session, ev),
                     None => media_open = false,
@@ -397,6 +427,15 @@ impl Reoffer {
     }
 }
 
+async fn next_stt(
+    stt: &mut Option<voicegate_speech::SttSession>,
+) -> Option<Result<voicegate_speech::SttEvent, voicegate_speech::SpeechError>> {
+    match stt {
+        Some(s) => s.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Audio for an AudioEvent, loaded.
 struct Loaded {
     id: u64,
@@ -407,6 +446,12 @@ struct Loaded {
 
 struct Host<'a> {
     loaded: mpsc::UnboundedSender<Loaded>,
+    /// Synthesises the agent's speech into playout.
+    speaker: Speaker,
+    /// Playback ids that are streamed speech (done at their end marker).
+    tts_ids: std::cell::RefCell<std::collections::HashSet<u64>>,
+    /// The caller's speech recognition, when it could be started.
+    stt: Option<voicegate_speech::SttSession>,
     /// An external transfer to start: label for logs and the Refer-To URI.
     refer: std::cell::RefCell<Option<(String, String)>>,
     /// An accepted agent-to-agent transfer: the next agent and its input.
@@ -448,21 +493,37 @@ impl Host<'_> {
             }
             MediaEvent::SpeechEnd { at } => {
                 tracing::debug!(at_ms = at.as_millis() as u64, "caller speech ended");
+                if let Some(stt) = self.stt.as_ref() {
+                    stt.end_utterance();
+                }
             }
             MediaEvent::BargeIn { at } => {
                 tracing::debug!(at_ms = at.as_millis() as u64, "barge-in: playout flushed");
             }
             // Speech recognition arrives with the speech pipeline.
-            MediaEvent::SpeechFrame { .. } => {}
+            MediaEvent::SpeechFrame { pcm, .. } => {
+                // Never blocks: a full queue drops the frame and counts it.
+                if let Some(stt) = self.stt.as_ref() {
+                    stt.push_audio(pcm.to_vec());
+                }
+            }
             MediaEvent::Dtmf(d) => {
                 tracing::debug!(digit = %d.digit, duration_ms = d.duration.as_millis() as u64, "DTMF to the session");
                 self.dtmf.borrow_mut().push(d.digit);
                 session.handle_dtmf(&d.digit.to_string(), t);
             }
-            MediaEvent::Playout(PlayoutEvent::Finished { id, .. })
-            | MediaEvent::Playout(PlayoutEvent::Rejected { id })
+            // A streamed speech item is done when its end marker has played
+            // (see crate::speech); its pieces' own Finished events are not.
+            MediaEvent::Playout(PlayoutEvent::Finished { id, .. }) => {
+                if id.0 & END_MARKER != 0 {
+                    session.handle_playback_done(id.0 & !END_MARKER, t);
+                } else if !self.tts_ids.borrow().contains(&id.0) {
+                    session.handle_playback_done(id.0, t);
+                }
+            }
+            MediaEvent::Playout(PlayoutEvent::Rejected { id })
             | MediaEvent::Playout(PlayoutEvent::Interrupted { id, .. }) => {
-                session.handle_playback_done(id.0, t)
+                session.handle_playback_done(id.0 & !END_MARKER, t)
             }
             MediaEvent::Playout(PlayoutEvent::Started { .. }) => {}
             MediaEvent::Latched { remote } => tracing::debug!(%remote, "media latched"),
@@ -502,9 +563,13 @@ impl Host<'_> {
 
     fn command(&self, session: &mut Session, cmd: Command, t: Instant) -> bool {
         match cmd {
-            Command::Speak { id, speech, .. } => {
-                tracing::warn!(text = %speech.text, "agent speech not played: no TTS on calls in this build yet");
-                session.handle_playback_done(id, t);
+            Command::Speak {
+                id,
+                speech,
+                interruptible,
+            } => {
+                self.tts_ids.borrow_mut().insert(id);
+                self.speaker.speak(id, interruptible, speech);
             }
             Command::Play {
                 id,
@@ -538,6 +603,7 @@ impl Host<'_> {
                 }
             }
             Command::Flush { scope } => {
+                self.speaker.flush(scope == FlushScope::All);
                 let r = match scope {
                     FlushScope::Interruptible => self.media.flush(),
                     FlushScope::All => self.media.clear(),
@@ -600,8 +666,22 @@ impl Host<'_> {
             Command::UpdateBackground { .. } => {
                 tracing::warn!("UpdateAudioSettingsEvent not supported yet by the gateway; ignored")
             }
-            Command::SttSettings(_) => {
-                tracing::warn!("STTUpdateSettingsEvent not supported yet by the gateway; ignored")
+            Command::SttSettings(update) => {
+                let settings = voicegate_speech::SttSettings {
+                    language: update.language.clone(),
+                    prompt: update.prompt.clone(),
+                    endpointing: update
+                        .endpointing
+                        .and_then(voicegate_speech::stt::Endpointing::from_wire),
+                };
+                match self.stt.as_ref() {
+                    Some(stt) => {
+                        stt.update_settings(settings);
+                    }
+                    None => tracing::warn!(
+                        "STTUpdateSettingsEvent ignored: no speech recognition on this call"
+                    ),
+                }
             }
             Command::External {
                 agent_id,

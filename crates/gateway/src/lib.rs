@@ -25,6 +25,7 @@ mod conversation;
 mod http;
 mod outbound;
 mod redact;
+mod speech;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,6 +64,10 @@ pub(crate) struct Shared {
     pub(crate) webhook: Option<webhook::Webhook>,
     /// Trunk registrations.
     pub(crate) trunks: trunks::Trunks,
+    /// Text-to-speech for agents' speech.
+    pub(crate) tts: voicegate_speech::TtsService,
+    /// Speech-to-text for callers' speech.
+    pub(crate) stt: Arc<dyn voicegate_speech::SpeechToText>,
     /// Held while an outbound INVITE is sent and its call registered.
     pub(crate) outbound: tokio::sync::Mutex<()>,
     /// HTTP client for fetching audio (AudioEvent URLs).
@@ -228,6 +233,15 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
     }
     let webhook = webhook::Webhook::from_config(&config.webhook)?;
     let digest = digest_gate(&config)?;
+    let tts = voicegate_speech::TtsService::from_config(&config.speech)
+        .context("speech.tts: cannot start text-to-speech")?;
+    // Loading the Whisper model reads ~75 MB: off the async threads.
+    let speech_cfg = config.speech.clone();
+    let stt: Arc<dyn voicegate_speech::SpeechToText> = Arc::new(
+        tokio::task::spawn_blocking(move || voicegate_speech::stt_from_config(&speech_cfg))
+            .await?
+            .context("speech.stt: cannot start speech-to-text")?,
+    );
     let shared = Arc::new(Shared {
         config,
         sip,
@@ -239,6 +253,8 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         api_token,
         webhook,
         trunks: trunks::Trunks::default(),
+        tts,
+        stt,
         outbound: tokio::sync::Mutex::new(()),
         http_client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))

@@ -32,6 +32,25 @@ enum Command {
         #[arg(long)]
         http: Option<SocketAddr>,
     },
+    /// Speak TEXT with the configured text-to-speech into a WAV file (16 kHz).
+    Say {
+        /// What to say.
+        text: String,
+        /// The WAV file to write.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Configuration file (its [speech] section is used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the transcript of a WAV file with the configured speech-to-text.
+    Transcribe {
+        /// The WAV file (any rate, mono or stereo).
+        file: PathBuf,
+        /// Configuration file (its [speech] section is used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Talk to an agent in text: each stdin line is a TextEvent (source
     /// "text"), every event the handler yields is printed as one JSON line.
     Chat {
@@ -57,10 +76,7 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve { config, sip, http } => {
-            let mut cfg = match &config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
+            let mut cfg = load(config.as_deref())?;
             if let Some(sip) = sip {
                 cfg.sip.listen = sip;
             }
@@ -69,12 +85,43 @@ fn main() -> anyhow::Result<()> {
             }
             runtime.block_on(voicegate::run(cfg, || Box::pin(shutdown_signal())))
         }
+        Command::Say {
+            text,
+            output,
+            config,
+        } => {
+            let cfg = load(config.as_deref())?;
+            let samples = runtime
+                .block_on(voicegate_speech::say_to_wav(&cfg.speech, &text, &output))
+                .context("text-to-speech failed")?;
+            eprintln!(
+                "wrote {} ({:.2} s)",
+                output.display(),
+                samples as f64 / f64::from(voicegate_speech::SAMPLE_RATE_HZ)
+            );
+            Ok(())
+        }
+        Command::Transcribe { file, config } => {
+            let cfg = load(config.as_deref())?;
+            let text = runtime
+                .block_on(voicegate_speech::transcribe_wav(&cfg.speech, &file))
+                .with_context(|| format!("cannot transcribe {}", file.display()))?;
+            println!("{text}");
+            Ok(())
+        }
         Command::Chat { agent } => runtime.block_on(async {
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             voicegate_engine::chat::run(&agent, stdin, tokio::io::stdout())
                 .await
                 .with_context(|| format!("agent {}", agent.display()))
         }),
+    }
+}
+
+fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
     }
 }
 

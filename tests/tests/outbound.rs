@@ -265,29 +265,9 @@ async fn call_through_a_trunk_answers_the_407_challenge() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("password"), "pw1").unwrap();
     std::fs::write(dir.join("token"), TOKEN).unwrap();
-    let wav = dir.join("hello.wav");
-    {
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 8000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut w = hound::WavWriter::create(&wav, spec).unwrap();
-        for n in 0..8000 {
-            let v = (2.0 * std::f64::consts::PI * 300.0 * f64::from(n) / 8000.0).sin();
-            w.write_sample((v * 6000.0) as i16).unwrap();
-        }
-        w.finalize().unwrap();
-    }
     let mut cfg = test_config();
     cfg.api.token_file = Some(dir.join("token"));
-    cfg.agents[0] = toml::from_str(&format!(
-        "id = \"play_audio\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\nvariables = {{ audio = {:?} }}\n",
-        voicegate_tests::repo_root().join("tests/agents/play_audio"),
-        wav
-    ))
-    .unwrap();
+    // The echo agent greets with speech ("Hello!") when the call is answered.
     cfg.trunks.push(
         toml::from_str(&format!(
             "name = \"carrier\"\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"acct1\"\n\
@@ -299,7 +279,7 @@ async fn call_through_a_trunk_answers_the_407_challenge() {
     let gw = start_gateway(cfg).await;
     let (status, body) = place(
         &gw,
-        json!({"to": "+14155550123", "agent": "play_audio", "input_data": {"campaign": "x"}}),
+        json!({"to": "+14155550123", "agent": "echo", "input_data": {"campaign": "x"}}),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -339,7 +319,16 @@ async fn call_through_a_trunk_answers_the_407_challenge() {
     );
     assert_eq!(call["input_data"]["campaign"], "x");
     assert_eq!(call["progress"], json!([180]), "{call}");
-    // Audio flowed both ways: ours to SIPp, and SIPp's echo back.
+    // The greeting was spoken, and audio flowed both ways: ours to SIPp, and
+    // SIPp's echo back.
+    assert!(
+        call["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["role"] == "agent" && l["text"] == "Hello!"),
+        "{call}"
+    );
     assert!(call["media"]["rtp_sent"].as_u64().unwrap() > 100, "{call}");
     assert!(
         call["media"]["rtp_received"].as_u64().unwrap() > 20,

@@ -71,12 +71,7 @@ pub fn test_config() -> Config {
     let mut cfg = Config::default();
     cfg.sip.listen = "127.0.0.1:0".parse().unwrap();
     cfg.http.listen = "127.0.0.1:0".parse().unwrap();
-    let echo: voicegate::config::AgentConfig = toml::from_str(&format!(
-        "id = \"echo\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n",
-        repo_root().join("config/agents/echo")
-    ))
-    .expect("agent table");
-    cfg.agents.push(echo);
+    cfg.agents.push(agent("echo", true, ""));
     cfg
 }
 
@@ -84,6 +79,43 @@ pub fn test_config() -> Config {
 pub async fn start_gateway(cfg: Config) -> Gateway {
     init_logging();
     voicegate::start(cfg).await.expect("gateway starts")
+}
+
+/// Sends `request` on a connected UDP socket and returns the first response
+/// other than 100 Trying (within 2 s each).
+pub async fn final_reply(sock: &tokio::net::UdpSocket, request: &str) -> String {
+    sock.send(request.as_bytes()).await.expect("send");
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+            .await
+            .expect("a response in time")
+            .expect("recv");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 100") {
+            return text;
+        }
+    }
+}
+
+/// An `[[agents]]` entry for a test agent under tests/agents/NAME (or
+/// config/agents/NAME when `config` is set), routed every number, one
+/// worker; `extra` is more TOML for the table (e.g. variables).
+pub fn agent(name: &str, numbers_star: bool, extra: &str) -> voicegate::config::AgentConfig {
+    let dir = if name == "echo" {
+        repo_root().join("config/agents/echo")
+    } else {
+        repo_root().join("tests/agents").join(name)
+    };
+    let numbers = if numbers_star {
+        "numbers = [\"*\"]\n"
+    } else {
+        ""
+    };
+    toml::from_str(&format!(
+        "id = {name:?}\ndir = {dir:?}\n{numbers}workers = 1\n{extra}"
+    ))
+    .expect("agent table")
 }
 
 /// A UDP port free right now on loopback (for a peer's local port).

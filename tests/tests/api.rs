@@ -44,11 +44,7 @@ async fn call_api_requires_the_token_and_shows_records_and_the_webhook_is_signed
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let mut cfg = test_config();
-    cfg.agents[0] = toml::from_str(&format!(
-        "id = \"hang_up\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n",
-        voicegate_tests::repo_root().join("tests/agents/hang_up")
-    ))
-    .unwrap();
+    cfg.agents[0] = voicegate_tests::agent("hang_up", true, "");
     cfg.api.token_file = Some(temp_file("token", "s3cret-token\n"));
     cfg.webhook.url = Some(format!("http://{hook_addr}/hook"));
     cfg.webhook.secret_file = Some(temp_file("hook-secret", "hook-key"));
@@ -177,18 +173,7 @@ async fn invite_from_a_source_outside_the_allow_list_gets_403() {
          Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
         sdp.len()
     );
-    sock.send(invite.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 65536];
-    let reply = loop {
-        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
-            .await
-            .expect("reply in time")
-            .unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 100") {
-            break text;
-        }
-    };
+    let reply = voicegate_tests::final_reply(&sock, &invite).await;
     assert!(reply.starts_with("SIP/2.0 403"), "{reply}");
     gw.stop().await;
 }

@@ -15,13 +15,7 @@ const TOKEN: &str = "outbound-test-token";
 
 async fn gateway(agent: &str) -> Gateway {
     let mut cfg = test_config();
-    cfg.agents[0] = toml::from_str(&format!(
-        "id = {agent:?}\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n",
-        voicegate_tests::repo_root()
-            .join("tests/agents")
-            .join(agent)
-    ))
-    .unwrap();
+    cfg.agents[0] = voicegate_tests::agent(agent, true, "");
     let dir = std::env::temp_dir().join(format!(
         "voicegate-outbound-{}-{}",
         std::process::id(),

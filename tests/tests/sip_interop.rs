@@ -108,11 +108,7 @@ async fn agent_stop_event_ends_the_call_with_bye() {
         return;
     }
     let mut cfg = test_config();
-    cfg.agents[0] = toml::from_str(&format!(
-        "id = \"hang_up\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n",
-        voicegate_tests::repo_root().join("tests/agents/hang_up")
-    ))
-    .unwrap();
+    cfg.agents[0] = voicegate_tests::agent("hang_up", true, "");
     let gw = start_gateway(cfg).await;
     let sf = scenario("uac_wait_bye.xml");
     let run = run_sipp(
@@ -142,18 +138,9 @@ async fn agent_to_agent_transfer_moves_the_live_call() {
         return;
     }
     let mut cfg = test_config();
-    let agents = voicegate_tests::repo_root().join("tests/agents");
     cfg.agents = vec![
-        toml::from_str(&format!(
-            "id = \"front\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n",
-            agents.join("front")
-        ))
-        .unwrap(),
-        toml::from_str(&format!(
-            "id = \"back\"\ndir = {:?}\nworkers = 1\n",
-            agents.join("back")
-        ))
-        .unwrap(),
+        voicegate_tests::agent("front", true, ""),
+        voicegate_tests::agent("back", false, ""),
     ];
     let gw = start_gateway(cfg).await;
     // The caller waits for the BYE that agent "back" sends.
@@ -262,18 +249,7 @@ async fn garbage_and_truncated_invite_get_400_or_drop_and_the_next_call_succeeds
 
     // A well-formed INVITE now gets through to a 200 with an SDP answer.
     let good = invite(gw.sip_addr(), local, "good1", SDP, SDP.len());
-    sock.send(good.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 65536];
-    let answer = loop {
-        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
-            .await
-            .expect("answer in time")
-            .unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 100") {
-            break text;
-        }
-    };
+    let answer = voicegate_tests::final_reply(&sock, &good).await;
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
     assert!(answer.contains("m=audio "), "{answer}");
     // ACK and BYE it, so the call ends now rather than at the ACK timeout.
@@ -292,6 +268,7 @@ async fn garbage_and_truncated_invite_get_400_or_drop_and_the_next_call_succeeds
         );
         sock.send(req.as_bytes()).await.unwrap();
     }
+    let mut buf = vec![0u8; 65536];
     let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
         .await
         .expect("BYE answered in time")
@@ -331,18 +308,7 @@ async fn no_common_codec_gets_488_with_warning() {
         .replace("RTP/AVP 0", "RTP/AVP 18")
         .replace("0 PCMU/8000", "18 G729/8000");
     let msg = invite(gw.sip_addr(), local, "g729", &g729, g729.len());
-    sock.send(msg.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 65536];
-    let reply = loop {
-        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
-            .await
-            .expect("reply in time")
-            .unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 100") {
-            break text;
-        }
-    };
+    let reply = voicegate_tests::final_reply(&sock, &msg).await;
     assert!(reply.starts_with("SIP/2.0 488"), "{reply}");
     assert!(
         reply.contains("Warning: 305 voicegate \"Incompatible media format"),
@@ -362,18 +328,7 @@ async fn draining_gateway_answers_503_with_retry_after() {
     sock.connect(gw.sip_addr()).await.unwrap();
     let local = sock.local_addr().unwrap();
     let msg = invite(gw.sip_addr(), local, "drain1", SDP, SDP.len());
-    sock.send(msg.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 65536];
-    let reply = loop {
-        let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
-            .await
-            .expect("reply in time")
-            .unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 100") {
-            break text;
-        }
-    };
+    let reply = voicegate_tests::final_reply(&sock, &msg).await;
     assert!(reply.starts_with("SIP/2.0 503"), "{reply}");
     assert!(reply.contains("Retry-After: 30"), "{reply}");
     gw.stop().await;
@@ -428,12 +383,12 @@ async fn session_timer_is_refreshed_by_the_gateway() {
 
 fn transferrer_config() -> voicegate::Config {
     let mut cfg = test_config();
-    cfg.agents[0] = toml::from_str(&format!(
-        "id = \"transferrer\"\ndir = {:?}\nnumbers = [\"*\"]\nworkers = 1\n\
-         variables = {{ target = \"+14155550199\" }}\n",
-        voicegate_tests::repo_root().join("tests/agents/transferrer")
-    ))
-    .unwrap();
+    cfg.agents[0] = voicegate_tests::agent(
+        "transferrer",
+        true,
+        "variables = { target = \"+14155550199\" }
+",
+    );
     cfg.trunks
         .push(toml::from_str("name = \"carrier\"\nhost = \"127.0.0.1\"\nport = 5999\n").unwrap());
     cfg

@@ -444,3 +444,36 @@ async fn refused_refer_is_told_to_the_agent_which_goes_on() {
     assert!(err.contains("603"), "{:?}", r.output_data);
     gw.stop().await;
 }
+
+/// The example keypad menu over a real call: DTMF 1 from SIPp's pcap reaches
+/// the agent, which transfers to sales by REFER; the caller declines, the
+/// agent is told (ErrorEvent) and keeps the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_menu_transfers_on_1_and_survives_a_declined_refer() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let mut cfg = test_config();
+    let dir = voicegate_tests::repo_root().join("config/agents/dtmf-menu");
+    cfg.agents[0] = toml::from_str(&format!(
+        "id = \"dtmf-menu\"\ndir = {dir:?}\nnumbers = [\"*\"]\nworkers = 1\n"
+    ))
+    .unwrap();
+    cfg.trunks
+        .push(toml::from_str("name = \"carrier\"\nhost = \"127.0.0.1\"\nport = 5999\n").unwrap());
+    let gw = start_gateway(cfg).await;
+    let sf = scenario("uac_dtmf_menu.xml");
+    let run = run_sipp(gw.sip_addr(), &["-sf", sf.to_str().unwrap(), "-m", "1"], SIPP_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    assert!(gw.wait_idle(Duration::from_secs(15)).await);
+    let r = &gw.call_records()[0];
+    assert_eq!(r.media.as_ref().map(|m| m.dtmf.as_str()), Some("1"));
+    assert!(
+        r.transcript.iter().any(|l| l.role == "agent" && l.text.contains("busy")),
+        "{:?}",
+        r.transcript
+    );
+    gw.stop().await;
+}

@@ -463,15 +463,21 @@ async fn dtmf_menu_transfers_on_1_and_survives_a_declined_refer() {
         .push(toml::from_str("name = \"carrier\"\nhost = \"127.0.0.1\"\nport = 5999\n").unwrap());
     let gw = start_gateway(cfg).await;
     let sf = scenario("uac_dtmf_menu.xml");
-    let run = run_sipp(gw.sip_addr(), &["-sf", sf.to_str().unwrap(), "-m", "1"], SIPP_TIMEOUT)
-        .await
-        .unwrap();
+    let run = run_sipp(
+        gw.sip_addr(),
+        &["-sf", sf.to_str().unwrap(), "-m", "1"],
+        SIPP_TIMEOUT,
+    )
+    .await
+    .unwrap();
     assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
     assert!(gw.wait_idle(Duration::from_secs(15)).await);
     let r = &gw.call_records()[0];
     assert_eq!(r.media.as_ref().map(|m| m.dtmf.as_str()), Some("1"));
     assert!(
-        r.transcript.iter().any(|l| l.role == "agent" && l.text.contains("busy")),
+        r.transcript
+            .iter()
+            .any(|l| l.role == "agent" && l.text.contains("busy")),
         "{:?}",
         r.transcript
     );

@@ -110,17 +110,36 @@ async fn receptionist_routes_sales_and_says_goodbye() {
         .find(|e| e["name"] == "transfer_session")
         .unwrap_or_else(|| panic!("no transfer in {evs:#?}"));
     assert_eq!(transfer["data"]["phone_number"], "+14155550101");
-    assert_eq!(transfer["data"]["closing_speech"], "Connecting you to sales.");
+    assert_eq!(
+        transfer["data"]["closing_speech"],
+        "Connecting you to sales."
+    );
     let asked_again = evs.iter().any(|e| {
-        e["name"] == "text_to_speech" && e["data"]["text"].as_str().unwrap_or("").contains("did not catch")
+        e["name"] == "text_to_speech"
+            && e["data"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("did not catch")
     });
     assert!(asked_again, "{evs:#?}");
 
     let mut out = Vec::new();
-    chat::run(&common::example_agent("receptionist"), &b"goodbye\n"[..], &mut out)
-        .await
-        .expect("chat runs");
+    chat::run(
+        &common::example_agent("receptionist"),
+        &b"goodbye\n"[..],
+        &mut out,
+    )
+    .await
+    .expect("chat runs");
     let evs = events(&out);
-    let stop = evs.iter().find(|e| e["name"] == "stop").unwrap_or_else(|| panic!("{evs:#?}"));
-    assert!(stop["data"]["closing_speech"].as_str().unwrap().contains("Goodbye"));
+    let stop = evs
+        .iter()
+        .find(|e| e["name"] == "stop")
+        .unwrap_or_else(|| panic!("{evs:#?}"));
+    assert!(
+        stop["data"]["closing_speech"]
+            .as_str()
+            .unwrap()
+            .contains("Goodbye")
+    );
 }

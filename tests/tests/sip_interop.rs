@@ -129,6 +129,15 @@ async fn agent_stop_event_ends_the_call_with_bye() {
         gw.wait_idle(Duration::from_secs(10)).await,
         "sessions still live"
     );
+    // The greeting and the closing speech ("Goodbye.") were said before the
+    // BYE: the call lasted as long as the speech, not a few milliseconds.
+    for r in gw.call_records() {
+        let lasted = r.timings.duration_ms.unwrap_or(0);
+        assert!(
+            lasted > 1000,
+            "BYE after {lasted} ms: speech not played first"
+        );
+    }
     gw.stop().await;
 }
 

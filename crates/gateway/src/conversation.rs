@@ -17,7 +17,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use voicegate_engine::link::{LinkEvent, SessionId, SessionInfo};
 use voicegate_engine::session::{
-    Command, FlushScope, Role, Session, SessionConfig, TransferTarget,
+    Command, FlushScope, Role, Session, SessionConfig, Speech, TransferTarget,
 };
 use voicegate_engine::{HandlerLink, PythonAgent};
 use voicegate_media::{MediaControl, MediaEvent, PlayoutEvent, SegmentId};
@@ -85,6 +85,8 @@ pub(crate) async fn converse(
     };
     let mut stt_open = stt.is_some();
     let mut host = Host {
+        after_closing: Default::default(),
+        next_host_item: std::cell::Cell::new(HOST_ITEM | 1),
         speaker: Speaker::start(shared.tts.clone(), control.clone(), unspoken_tx),
         tts_ids: Default::default(),
         stt,
@@ -210,7 +212,7 @@ pub(crate) async fn converse(
                     r.finish(shared, call, &mut session, Err("no final NOTIFY within 32 s".into()));
                 }
                 Some(l) = loaded_rx.recv() => host.play_loaded(&mut session, l),
-                Some(id) = unspoken_rx.recv() => session.handle_playback_done(id, now()),
+                Some(id) = unspoken_rx.recv() => host.playback_done(&mut session, id, now()),
                 ev = next_stt(&mut host.stt), if stt_open => match ev {
                     Some(Ok(voicegate_speech::SttEvent::Final(t))) => {
                         let text = t.text.trim();
@@ -436,6 +438,16 @@ async fn next_stt(
     }
 }
 
+/// Set on playback ids the host queues itself (closing speech): their end
+/// is not the session's business.
+const HOST_ITEM: u64 = 1 << 62;
+
+/// What to do once closing speech has been said.
+enum AfterClosing {
+    HangUp,
+    Refer { label: String, refer_to: String },
+}
+
 /// Audio for an AudioEvent, loaded.
 struct Loaded {
     id: u64,
@@ -454,6 +466,9 @@ struct Host<'a> {
     stt: Option<voicegate_speech::SttSession>,
     /// An external transfer to start: label for logs and the Refer-To URI.
     refer: std::cell::RefCell<Option<(String, String)>>,
+    /// Closing speech being said, and what follows it.
+    after_closing: std::cell::RefCell<Option<(u64, AfterClosing)>>,
+    next_host_item: std::cell::Cell<u64>,
     /// An accepted agent-to-agent transfer: the next agent and its input.
     transfer: std::cell::RefCell<Option<(String, serde_json::Value)>>,
     /// Speech segments and DTMF digits seen, for the call record.
@@ -467,6 +482,41 @@ struct Host<'a> {
 }
 
 impl Host<'_> {
+    /// A playback item ended (played, cut or failed).
+    fn playback_done(&self, session: &mut Session, id: u64, t: Instant) {
+        if id & HOST_ITEM == 0 {
+            session.handle_playback_done(id, t);
+            return;
+        }
+        let matches = self
+            .after_closing
+            .borrow()
+            .as_ref()
+            .is_some_and(|(i, _)| *i == id);
+        if !matches {
+            return;
+        }
+        match self.after_closing.take().map(|(_, a)| a) {
+            Some(AfterClosing::HangUp) => {
+                tracing::info!("closing speech said: hanging up");
+                hang_up(self.shared, self.call);
+            }
+            Some(AfterClosing::Refer { label, refer_to }) => {
+                self.refer.replace(Some((label, refer_to)));
+            }
+            None => {}
+        }
+    }
+
+    /// Says `closing` (not interruptible), then does `then`.
+    fn say_closing(&self, closing: Speech, then: AfterClosing) {
+        let id = self.next_host_item.get();
+        self.next_host_item.set(id + 1);
+        self.tts_ids.borrow_mut().insert(id);
+        self.speaker.speak(id, false, closing);
+        self.after_closing.replace(Some((id, then)));
+    }
+
     /// The Refer-To URI for a phone number: through the first trunk, in
     /// its number format; without a trunk, a `tel:` URI the caller's side
     /// routes (RFC 3966).
@@ -516,14 +566,14 @@ impl Host<'_> {
             // (see crate::speech); its pieces' own Finished events are not.
             MediaEvent::Playout(PlayoutEvent::Finished { id, .. }) => {
                 if id.0 & END_MARKER != 0 {
-                    session.handle_playback_done(id.0 & !END_MARKER, t);
+                    self.playback_done(session, id.0 & !END_MARKER, t);
                 } else if !self.tts_ids.borrow().contains(&id.0) {
-                    session.handle_playback_done(id.0, t);
+                    self.playback_done(session, id.0, t);
                 }
             }
             MediaEvent::Playout(PlayoutEvent::Rejected { id })
             | MediaEvent::Playout(PlayoutEvent::Interrupted { id, .. }) => {
-                session.handle_playback_done(id.0 & !END_MARKER, t)
+                self.playback_done(session, id.0 & !END_MARKER, t)
             }
             MediaEvent::Playout(PlayoutEvent::Started { .. }) => {}
             MediaEvent::Latched { remote } => tracing::debug!(%remote, "media latched"),
@@ -613,11 +663,11 @@ impl Host<'_> {
                 }
             }
             Command::HangUp { closing, .. } => {
-                if let Some(closing) = closing {
-                    tracing::warn!(text = %closing.text, "closing speech not played: no TTS on calls in this build yet");
-                }
                 tracing::info!("agent hangs up");
-                hang_up(self.shared, self.call);
+                match closing {
+                    Some(closing) => self.say_closing(closing, AfterClosing::HangUp),
+                    None => hang_up(self.shared, self.call),
+                }
             }
             Command::Transfer {
                 target: TransferTarget::Agent { agent_id, data, .. },
@@ -638,9 +688,6 @@ impl Host<'_> {
                 closing,
                 ..
             } => {
-                if let Some(closing) = closing {
-                    tracing::warn!(text = %closing.text, "closing speech not played: no TTS on calls in this build yet");
-                }
                 let (label, refer_to) = match &target {
                     TransferTarget::Phone { number } => {
                         (number.clone(), self.refer_to_number(number))
@@ -657,7 +704,14 @@ impl Host<'_> {
                     tracing::warn!("{msg}");
                     session.handle_transfer_failed(&msg, t);
                 } else {
-                    self.refer.replace(Some((label, refer_to)));
+                    match closing {
+                        Some(closing) => {
+                            self.say_closing(closing, AfterClosing::Refer { label, refer_to })
+                        }
+                        None => {
+                            self.refer.replace(Some((label, refer_to)));
+                        }
+                    }
                 }
             }
             Command::StartRecording { .. } | Command::StopRecording => {

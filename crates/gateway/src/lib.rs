@@ -14,6 +14,7 @@
 //! enters phase two on the second signal or when the drain timeout passes.
 
 pub mod access;
+pub mod caller;
 pub mod config;
 pub mod records;
 pub mod trunks;

@@ -51,6 +51,30 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Call a SIP URI: say each --say phrase when the far end stops talking,
+    /// print what it says (transcribed), report a REFER, hang up at the end.
+    Call {
+        /// `sip:user@host[:port][;transport=tcp]`.
+        uri: String,
+        /// A phrase to say (repeatable; one per turn of the far end).
+        #[arg(long)]
+        say: Vec<String>,
+        /// A WAV file to play after the phrases.
+        #[arg(long)]
+        wav: Option<PathBuf>,
+        /// DTMF digits to send at the end.
+        #[arg(long)]
+        dtmf: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Refuse a REFER (NOTIFY 603) instead of accepting it (NOTIFY 200).
+        #[arg(long)]
+        refuse_refer: bool,
+        /// Configuration file (its [speech] section is used).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Talk to an agent in text: each stdin line is a TextEvent (source
     /// "text"), every event the handler yields is printed as one JSON line.
     Chat {
@@ -107,6 +131,28 @@ fn main() -> anyhow::Result<()> {
                 .block_on(voicegate_speech::transcribe_wav(&cfg.speech, &file))
                 .with_context(|| format!("cannot transcribe {}", file.display()))?;
             println!("{text}");
+            Ok(())
+        }
+        Command::Call {
+            uri,
+            say,
+            wav,
+            dtmf,
+            timeout,
+            refuse_refer,
+            config,
+        } => {
+            let cfg = load(config.as_deref())?;
+            let opts = voicegate::caller::CallOptions {
+                target: uri,
+                say,
+                wav,
+                dtmf,
+                timeout: std::time::Duration::from_secs(timeout),
+                accept_refer: !refuse_refer,
+                speech: cfg.speech,
+            };
+            runtime.block_on(voicegate::caller::call(opts, |line| println!("{line}")))?;
             Ok(())
         }
         Command::Chat { agent } => runtime.block_on(async {

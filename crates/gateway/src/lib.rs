@@ -238,11 +238,9 @@ pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         .context("speech.tts: cannot start text-to-speech")?;
     // Loading the Whisper model reads ~75 MB: off the async threads.
     let speech_cfg = config.speech.clone();
-    let stt: Arc<dyn voicegate_speech::SpeechToText> = Arc::new(
-        tokio::task::spawn_blocking(move || voicegate_speech::stt_from_config(&speech_cfg))
-            .await?
-            .context("speech.stt: cannot start speech-to-text")?,
-    );
+    let stt = tokio::task::spawn_blocking(move || shared_stt(&speech_cfg))
+        .await?
+        .context("speech.stt: cannot start speech-to-text")?;
     let shared = Arc::new(Shared {
         config,
         sip,
@@ -346,6 +344,29 @@ async fn route_events(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>) {
             } => shared.trunks.registration_event(registration, state),
         }
     }
+}
+
+/// The configured speech-to-text, loaded once per process for each distinct
+/// `[speech.stt]`: a second gateway in the same process (tests, embedders)
+/// shares the loaded model instead of loading another copy. Sessions are
+/// independent, so sharing is safe.
+fn shared_stt(
+    cfg: &voicegate_speech::SpeechConfig,
+) -> Result<Arc<dyn voicegate_speech::SpeechToText>, voicegate_speech::SpeechError> {
+    type Loaded = Vec<(
+        voicegate_speech::config::SttConfig,
+        Arc<dyn voicegate_speech::SpeechToText>,
+    )>;
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<Loaded>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut loaded = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, stt)) = loaded.iter().find(|(c, _)| *c == cfg.stt) {
+        return Ok(stt.clone());
+    }
+    let stt: Arc<dyn voicegate_speech::SpeechToText> =
+        Arc::new(voicegate_speech::stt_from_config(cfg)?);
+    loaded.push((cfg.stt.clone(), stt.clone()));
+    Ok(stt)
 }
 
 /// The digest gate for `access.users`, with passwords resolved now so a

@@ -247,8 +247,6 @@ impl From<NegotiationError> for Refusal {
 pub(crate) struct CallMedia {
     pub(crate) handle: MediaHandle,
     pub(crate) events: mpsc::Receiver<MediaEvent>,
-    /// The codec name, for the record.
-    pub(crate) codec: String,
     /// What answering a re-INVITE needs: our address and port, the codec
     /// in use (kept: the media session cannot switch codecs mid-call), and
     /// the `o=` session id.
@@ -290,7 +288,6 @@ pub(crate) fn start_media_for(
     Ok(CallMedia {
         handle,
         events,
-        codec: format!("{:?}", negotiated.codec),
         sdp_codec: negotiated.codec,
         telephone_event: negotiated.telephone_event.is_some(),
         sdp_session_id: session_id(call),
@@ -458,9 +455,10 @@ async fn ring_then_answer(
     Ok(())
 }
 
-/// An answered call with no loaded agent, or whose media failed: held until
-/// the SIP side ends it.
-async fn hold(
+/// Waits until the SIP side ends the call (a HangUp signal meanwhile sends
+/// BYE or CANCEL): for an answered call with no loaded agent, after a failed
+/// media start, and wherever a call task has asked for the end.
+pub(crate) async fn hold(
     shared: &Shared,
     call: CallHandle,
     signals: &mut mpsc::Receiver<CallSignal>,

@@ -60,7 +60,6 @@ pub(crate) async fn converse(
     let CallMedia {
         handle: media_handle,
         events: mut media_events,
-        codec,
         sdp_codec,
         telephone_event,
         sdp_session_id,
@@ -271,7 +270,7 @@ pub(crate) async fn converse(
         "media stopped"
     );
     let summary = MediaSummary {
-        codec: codec.to_string(),
+        codec: format!("{sdp_codec:?}"),
         rtp_received: stats.rtp_received,
         rtp_sent: stats.rtp_sent,
         inbound_lost: stats.inbound_lost,
@@ -285,7 +284,7 @@ pub(crate) async fn converse(
     // The session is over; the SIP call may still be up (a HangUp is in flight).
     match sip_end {
         Some(reason) => reason,
-        None => wait_for_end(signals).await,
+        None => crate::call::hold(shared, call, signals).await,
     }
 }
 
@@ -876,17 +875,7 @@ async fn hang_up_and_wait(
     if let Err(e) = shared.sip.hangup(call).await {
         tracing::debug!(error = %e, "hangup failed");
     }
-    wait_for_end(signals).await
-}
-
-async fn wait_for_end(signals: &mut mpsc::Receiver<CallSignal>) -> EndReason {
-    loop {
-        match signals.recv().await {
-            Some(CallSignal::Ended(reason)) => return reason,
-            Some(_) => {}
-            None => return EndReason::TransportError,
-        }
-    }
+    crate::call::hold(shared, call, signals).await
 }
 
 fn now() -> Instant {

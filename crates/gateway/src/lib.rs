@@ -163,10 +163,11 @@ impl Gateway {
         self.drain();
         self.hang_up_all();
         // Remove trunk bindings so carriers stop sending us calls.
-        if !self.shared.config.trunks.iter().any(|t| t.register) {
-        } else if tokio::time::timeout(Duration::from_secs(5), self.shared.sip.unregister_all())
-            .await
-            .is_err()
+        let registered = self.shared.config.trunks.iter().any(|t| t.register);
+        if registered
+            && tokio::time::timeout(Duration::from_secs(5), self.shared.sip.unregister_all())
+                .await
+                .is_err()
         {
             tracing::warn!("trunk unregistration did not finish in 5 s");
         }

@@ -26,7 +26,7 @@ use voicegate_sip::endpoint::{CallHandle, EndReason, Peer, TransportKind};
 
 use crate::Shared;
 use crate::api::ApiError;
-use crate::call::{CallSignal, outcome_of, start_media_for};
+use crate::call::{CallSignal, hold, outcome_of, start_media_for};
 use crate::config::{NumberFormat, TrunkConfig};
 use crate::conversation::{self, CallContext};
 use crate::records::{CallRecord, Direction, Outcome, new_call_id};
@@ -216,7 +216,9 @@ async fn resolve_target(shared: &Shared, req: &NewCall) -> Result<Target, ApiErr
             None => "no trunk configured to reach phone numbers".to_string(),
         }));
     };
-    let addr = lookup(&format!("{}:{}", trunk.host, trunk.port), trunk.port).await?;
+    let peer = crate::trunks::trunk_peer(trunk)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
     let host = format!("{}:{}", trunk.host, trunk.port);
     let format_number = |n: &str| {
         let d = n.strip_prefix('+').unwrap_or(n);
@@ -248,11 +250,6 @@ async fn resolve_target(shared: &Shared, req: &NewCall) -> Result<Target, ApiErr
     } else {
         from
     };
-    let transport = if trunk.transport == "tcp" {
-        TransportKind::Tcp
-    } else {
-        TransportKind::Udp
-    };
     let credentials = crate::trunks::credentials(trunk)
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Target {
@@ -260,11 +257,7 @@ async fn resolve_target(shared: &Shared, req: &NewCall) -> Result<Target, ApiErr
         request_uri,
         to_uri,
         from_uri: format!("sip:{from_user}@{}", trunk.host),
-        peer: Peer {
-            transport,
-            addr,
-            connection: None,
-        },
+        peer,
     })
 }
 
@@ -321,7 +314,7 @@ impl OutboundCall {
                 _ = tokio::time::sleep_until(deadline) => {
                     tracing::info!("no answer within timeout_s: cancelling");
                     let _ = self.shared.sip.hangup(self.handle).await;
-                    return match wait_end(signals).await {
+                    return match hold(&self.shared, self.handle, signals).await {
                         // The CANCEL won: report the timeout, not the 487.
                         EndReason::Rejected { status: 487, .. } | EndReason::Cancelled => Outcome {
                             label: "no_answer".into(),
@@ -365,7 +358,7 @@ impl OutboundCall {
             Err(reason) => {
                 tracing::warn!(%reason, "answer not usable: hanging up");
                 let _ = self.shared.sip.hangup(self.handle).await;
-                wait_end(signals).await;
+                hold(&self.shared, self.handle, signals).await;
                 return Outcome {
                     label: "no_common_media".into(),
                     sip_status: Some(488),
@@ -379,7 +372,7 @@ impl OutboundCall {
             Ok(m) => m,
             Err(e) => {
                 let _ = self.shared.sip.hangup(self.handle).await;
-                wait_end(signals).await;
+                hold(&self.shared, self.handle, signals).await;
                 return Outcome {
                     label: "media_error".into(),
                     sip_status: None,
@@ -397,16 +390,6 @@ impl OutboundCall {
         };
         let reason = conversation::converse(&self.shared, ctx, &self.agent, signals, media).await;
         outcome_of(&reason)
-    }
-}
-
-async fn wait_end(signals: &mut mpsc::Receiver<CallSignal>) -> EndReason {
-    loop {
-        match signals.recv().await {
-            Some(CallSignal::Ended(reason)) => return reason,
-            Some(_) => {}
-            None => return EndReason::TransportError,
-        }
     }
 }
 

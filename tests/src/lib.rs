@@ -220,6 +220,27 @@ pub async fn run_sipp_on(
     })
 }
 
+/// Runs the SIPp scenario `name` (tests/scenarios) for `calls` calls
+/// against `target` and asserts that every call succeeded.
+pub async fn scenario_succeeds(target: SocketAddr, name: &str, calls: u64) -> SippRun {
+    let sf = scenario(name);
+    let count = calls.to_string();
+    let run = run_sipp(
+        target,
+        &["-sf", sf.to_str().expect("UTF-8 path"), "-m", &count],
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("sipp runs");
+    assert_eq!(
+        (run.exit_code, run.successful),
+        (0, calls),
+        "{name}:\n{}",
+        run.screen
+    );
+    run
+}
+
 /// The cumulative column of a SIPp statistics line (the last such line).
 fn cumulative(screen: &str, label: &str) -> u64 {
     screen

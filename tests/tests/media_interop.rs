@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use voicegate::records::CallState;
-use voicegate_tests::{require_tool, run_sipp, scenario, start_gateway, test_config};
+use voicegate_tests::{require_tool, run_sipp, start_gateway, test_config};
 
 const SIPP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -14,15 +14,7 @@ async fn pcap_speech_and_dtmf_are_decoded_on_a_real_call() {
         return;
     }
     let gw = start_gateway(test_config()).await;
-    let sf = scenario("uac_pcap_dtmf.xml");
-    let run = run_sipp(
-        gw.sip_addr(),
-        &["-sf", sf.to_str().unwrap(), "-m", "1"],
-        SIPP_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_pcap_dtmf.xml", 1).await;
     assert!(
         gw.wait_idle(Duration::from_secs(10)).await,
         "call still live"
@@ -181,7 +173,7 @@ async fn playout_reaches_sipp_rtp_echo_paced_at_20_ms() {
             .collect();
         for i in (0..hex.len() / 2).map(|i| i * 2) {
             let byte = u8::from_str_radix(&hex[i..i + 2], 16).unwrap();
-            pcm.push(f64::from(ulaw_decode(byte)));
+            pcm.push(f64::from(voicegate_media::g711::ulaw_to_linear(byte)));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -230,16 +222,6 @@ async fn playout_reaches_sipp_rtp_echo_paced_at_20_ms() {
     // SIPp echoed our packets back: the inbound side saw them too.
     assert!(media.rtp_received >= 200, "{media:?}");
     gw.stop().await;
-}
-
-/// G.711 mu-law to linear (ITU-T G.711).
-fn ulaw_decode(byte: u8) -> i16 {
-    let b = !byte;
-    let sign = b & 0x80;
-    let exponent = (b >> 4) & 0x07;
-    let mantissa = i16::from(b & 0x0f);
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    if sign != 0 { -magnitude } else { magnitude }
 }
 
 /// Signal power at `freq` (Goertzel).

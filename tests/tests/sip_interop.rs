@@ -153,15 +153,7 @@ async fn agent_to_agent_transfer_moves_the_live_call() {
     ];
     let gw = start_gateway(cfg).await;
     // The caller waits for the BYE that agent "back" sends.
-    let sf = scenario("uac_wait_bye.xml");
-    let run = run_sipp(
-        gw.sip_addr(),
-        &["-sf", sf.to_str().unwrap(), "-m", "1"],
-        SIPP_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_wait_bye.xml", 1).await;
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     let records = gw.call_records();
     let r = &records[0];
@@ -349,15 +341,7 @@ async fn hold_and_resume_by_reinvite_keep_the_call() {
         return;
     }
     let gw = start_gateway(test_config()).await;
-    let sf = scenario("uac_hold_resume.xml");
-    let run = run_sipp(
-        gw.sip_addr(),
-        &["-sf", sf.to_str().unwrap(), "-m", "1"],
-        SIPP_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_hold_resume.xml", 1).await;
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     let r = &gw.call_records()[0];
     assert_eq!(
@@ -377,15 +361,7 @@ async fn session_timer_is_refreshed_by_the_gateway() {
     cfg.sip.min_se_s = 1;
     cfg.sip.session_expires_s = 2;
     let gw = start_gateway(cfg).await;
-    let sf = scenario("uac_session_timer.xml");
-    let run = run_sipp(
-        gw.sip_addr(),
-        &["-sf", sf.to_str().unwrap(), "-m", "1"],
-        SIPP_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_session_timer.xml", 1).await;
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     gw.stop().await;
 }
@@ -409,15 +385,7 @@ async fn transfer_by_refer_then_bye_when_notify_reports_200() {
         return;
     }
     let gw = start_gateway(transferrer_config()).await;
-    let sf = scenario("uac_refer_accept.xml");
-    let run = run_sipp(
-        gw.sip_addr(),
-        &["-sf", sf.to_str().unwrap(), "-m", "1"],
-        SIPP_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_refer_accept.xml", 1).await;
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     let r = &gw.call_records()[0];
     assert_eq!(
@@ -438,15 +406,7 @@ async fn refused_refer_is_told_to_the_agent_which_goes_on() {
         return;
     }
     let gw = start_gateway(transferrer_config()).await;
-    let sf = scenario("uac_refer_decline.xml");
-    let run = run_sipp(
-        gw.sip_addr(),
-        &["-sf", sf.to_str().unwrap(), "-m", "1"],
-        SIPP_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_refer_decline.xml", 1).await;
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     let r = &gw.call_records()[0];
     let err = r.output_data["transfer_error"].as_str().unwrap_or_default();
@@ -471,15 +431,7 @@ async fn dtmf_menu_transfers_on_1_and_survives_a_declined_refer() {
     cfg.trunks
         .push(toml::from_str("name = \"carrier\"\nhost = \"127.0.0.1\"\nport = 5999\n").unwrap());
     let gw = start_gateway(cfg).await;
-    let sf = scenario("uac_dtmf_menu.xml");
-    let run = run_sipp(
-        gw.sip_addr(),
-        &["-sf", sf.to_str().unwrap(), "-m", "1"],
-        SIPP_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    assert_eq!((run.exit_code, run.successful), (0, 1), "{}", run.screen);
+    voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_dtmf_menu.xml", 1).await;
     assert!(gw.wait_idle(Duration::from_secs(15)).await);
     let r = &gw.call_records()[0];
     assert_eq!(r.media.as_ref().map(|m| m.dtmf.as_str()), Some("1"));

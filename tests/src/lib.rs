@@ -253,6 +253,31 @@ fn cumulative(screen: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A trunk named "carrier" at 127.0.0.1:`port` (SIPp standing in for it).
+pub fn carrier_trunk(port: u16) -> voicegate::config::TrunkConfig {
+    toml::from_str(&format!(
+        "name = \"carrier\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+    ))
+    .expect("valid trunk")
+}
+
+/// The test config with the transferrer test agent (tests/agents: transfers
+/// every call to +14155550199, with `mode` if given) answering every number,
+/// behind [`carrier_trunk`] on `trunk_port`.
+pub fn transferrer_config(trunk_port: u16, mode: Option<&str>) -> Config {
+    let mut cfg = test_config();
+    let mode = mode
+        .map(|m| format!(", mode = \"{m}\""))
+        .unwrap_or_default();
+    cfg.agents[0] = agent(
+        "transferrer",
+        true,
+        &format!("variables = {{ target = \"+14155550199\"{mode} }}\n"),
+    );
+    cfg.trunks.push(carrier_trunk(trunk_port));
+    cfg
+}
+
 #[cfg(test)]
 mod tests {
     use super::cumulative;

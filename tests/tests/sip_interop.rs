@@ -366,17 +366,46 @@ async fn session_timer_is_refreshed_by_the_gateway() {
     gw.stop().await;
 }
 
-fn transferrer_config() -> voicegate::Config {
-    let mut cfg = test_config();
-    cfg.agents[0] = voicegate_tests::agent(
-        "transferrer",
-        true,
-        "variables = { target = \"+14155550199\" }
-",
+/// SIPp standing in for the trunk (and the person behind it) on `port`,
+/// running `name` for one call; with `-rtp_echo` its media port sends back
+/// what it receives.
+fn trunk_uas(port: u16, name: &str) -> tokio::task::JoinHandle<voicegate_tests::SippRun> {
+    let sf = scenario(name).to_str().unwrap().to_string();
+    tokio::spawn(async move {
+        voicegate_tests::run_sipp_on(
+            port,
+            None,
+            &["-sf", &sf, "-m", "1", "-rtp_echo"],
+            SIPP_TIMEOUT,
+        )
+        .await
+        .unwrap()
+    })
+}
+
+/// One call from SIPp (`uac`) to the transferrer agent, whose transfer
+/// reaches SIPp as the trunk (`uas`); both scenarios must pass. Returns the
+/// call's record.
+async fn transfer_call(uac: &str, uas: &str) -> voicegate::records::CallRecord {
+    let trunk_port = free_udp_port();
+    let trunk = trunk_uas(trunk_port, uas);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gw = start_gateway(voicegate_tests::transferrer_config(trunk_port, None)).await;
+    voicegate_tests::scenario_succeeds(gw.sip_addr(), uac, 1).await;
+    assert_sipp_ok(&trunk.await.unwrap(), "trunk");
+    assert!(gw.wait_idle(Duration::from_secs(10)).await);
+    let record = gw.call_records().remove(0);
+    gw.stop().await;
+    record
+}
+
+fn assert_sipp_ok(run: &voicegate_tests::SippRun, what: &str) {
+    assert_eq!(
+        (run.exit_code, run.successful),
+        (0, 1),
+        "{what}:\n{}",
+        run.screen
     );
-    cfg.trunks
-        .push(toml::from_str("name = \"carrier\"\nhost = \"127.0.0.1\"\nport = 5999\n").unwrap());
-    cfg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,7 +413,7 @@ async fn transfer_by_refer_then_bye_when_notify_reports_200() {
     if !require_tool("sipp", "sip-tester") {
         return;
     }
-    let gw = start_gateway(transferrer_config()).await;
+    let gw = start_gateway(voicegate_tests::transferrer_config(free_udp_port(), None)).await;
     voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_refer_accept.xml", 1).await;
     assert!(gw.wait_idle(Duration::from_secs(10)).await);
     let r = &gw.call_records()[0];
@@ -397,26 +426,83 @@ async fn transfer_by_refer_then_bye_when_notify_reports_200() {
         "{:?}",
         r.output_data
     );
+    let t = r.transfer.as_ref().expect("transfer recorded");
+    assert_eq!((t.mode.as_str(), t.result.as_str()), ("refer", "ok"));
+    assert_eq!(t.sip_codes.first(), Some(&202), "{t:?}");
+    assert_eq!(t.sip_codes.last(), Some(&200), "{t:?}");
     gw.stop().await;
 }
 
+/// REFER refused (603): the gateway falls back to bridging through the
+/// trunk, whose callee is busy (486). The agent is told both statuses with
+/// an ErrorEvent and goes on (here: records the message and hangs up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_refer_is_told_to_the_agent_which_goes_on() {
+async fn refused_refer_falls_back_to_a_bridge_and_a_busy_target_is_told_to_the_agent() {
     if !require_tool("sipp", "sip-tester") {
         return;
     }
-    let gw = start_gateway(transferrer_config()).await;
-    voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_refer_decline.xml", 1).await;
-    assert!(gw.wait_idle(Duration::from_secs(10)).await);
-    let r = &gw.call_records()[0];
+    let r = &transfer_call("uac_refer_decline.xml", "uas_busy.xml").await;
     let err = r.output_data["transfer_error"].as_str().unwrap_or_default();
-    assert!(err.contains("603"), "{:?}", r.output_data);
-    gw.stop().await;
+    assert!(
+        err.contains("603") && err.contains("486"),
+        "{:?}",
+        r.output_data
+    );
+    let t = r.transfer.as_ref().expect("transfer recorded");
+    assert_eq!((t.mode.as_str(), t.result.as_str()), ("bridge", "failed"));
+    assert_eq!(t.sip_codes, vec![603, 486], "{t:?}");
+}
+
+/// REFER refused (603): the gateway calls the target through the trunk
+/// (SIPp, answering PCMU and echoing its RTP) and bridges the legs; the
+/// caller (SIPp, PCMA) talks for 8 s and hangs up, which ends the target's
+/// leg too. The caller's audio went to the target and came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_refer_is_bridged_to_the_target_and_the_callers_bye_ends_both() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    let r = &transfer_call("uac_refer_decline_then_talk.xml", "uas_bridge_target.xml").await;
+    assert_eq!(
+        r.outcome.as_ref().map(|o| o.label.as_str()),
+        Some("remote_bye"),
+        "{r:?}"
+    );
+    assert!(r.output_data.get("transfer_error").is_none(), "{r:?}");
+    assert_eq!(r.media.as_ref().map(|m| m.codec.as_str()), Some("Pcma"));
+    let t = r.transfer.as_ref().expect("transfer recorded");
+    assert_eq!((t.mode.as_str(), t.result.as_str()), ("bridge", "ok"));
+    assert_eq!(t.sip_codes, vec![603, 180, 200], "{t:?}");
+    let b = t.bridge.as_ref().expect("bridge figures");
+    assert_eq!((b.codec.as_str(), b.ended_by.as_str()), ("Pcmu", "caller"));
+    // ~8 s of the caller's speech reached the target as 20 ms frames and
+    // came back from its echo.
+    assert!(b.frames_to_target > 300, "{b:?}");
+    assert!(b.target_rtp_received > 300, "{b:?}");
+    assert!(b.frames_from_target > 300, "{b:?}");
+}
+
+/// The target hangs up first: the gateway ends the caller's call with BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridged_target_hanging_up_ends_the_callers_call() {
+    if !require_tool("sipp", "sip-tester") {
+        return;
+    }
+    // The caller refuses the REFER, then waits for the gateway's BYE.
+    let r = &transfer_call("uac_refer_decline.xml", "uas_bridge_target_hangs_up.xml").await;
+    assert_eq!(
+        r.outcome.as_ref().map(|o| o.label.as_str()),
+        Some("local_bye"),
+        "{r:?}"
+    );
+    let b = r.transfer.as_ref().and_then(|t| t.bridge.as_ref());
+    assert_eq!(b.map(|b| b.ended_by.as_str()), Some("target"), "{r:?}");
 }
 
 /// The example keypad menu over a real call: DTMF 1 from SIPp's pcap reaches
 /// the agent, which transfers to sales by REFER; the caller declines, the
-/// agent is told (ErrorEvent) and keeps the caller.
+/// bridge fallback finds sales busy (486 from the trunk), the agent is told
+/// (ErrorEvent) and keeps the caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_menu_transfers_on_1_and_survives_a_declined_refer() {
     if !require_tool("sipp", "sip-tester") {
@@ -428,10 +514,14 @@ async fn dtmf_menu_transfers_on_1_and_survives_a_declined_refer() {
         "id = \"dtmf-menu\"\ndir = {dir:?}\nnumbers = [\"*\"]\nworkers = 1\n"
     ))
     .unwrap();
-    cfg.trunks
-        .push(toml::from_str("name = \"carrier\"\nhost = \"127.0.0.1\"\nport = 5999\n").unwrap());
+    // The caller declines the REFER; the bridge fallback finds sales busy.
+    let trunk_port = free_udp_port();
+    let uas = trunk_uas(trunk_port, "uas_busy.xml");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cfg.trunks.push(voicegate_tests::carrier_trunk(trunk_port));
     let gw = start_gateway(cfg).await;
     voicegate_tests::scenario_succeeds(gw.sip_addr(), "uac_dtmf_menu.xml", 1).await;
+    assert_sipp_ok(&uas.await.unwrap(), "trunk");
     assert!(gw.wait_idle(Duration::from_secs(15)).await);
     let r = &gw.call_records()[0];
     assert_eq!(r.media.as_ref().map(|m| m.dtmf.as_str()), Some("1"));

@@ -338,11 +338,23 @@ impl Default for LimitsConfig {
 }
 
 /// `[calls]`
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallsConfig {
     /// Ring (180 Ringing) this long before answering; 0 answers at once.
     pub ring_ms: u64,
+    /// A bridged transfer (B2BUA) waits this long for the target to
+    /// answer, then cancels and tells the agent (no answer).
+    pub transfer_timeout_s: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            ring_ms: 0,
+            transfer_timeout_s: 30,
+        }
+    }
 }
 
 /// `[[agents]]`: one agent and the called numbers (Request-URI users) routed to it.
@@ -441,6 +453,12 @@ impl Config {
             problems.push(format!(
                 "calls.ring_ms: {} is longer than a caller waits (max 60000)",
                 self.calls.ring_ms
+            ));
+        }
+        if !(1..=300).contains(&self.calls.transfer_timeout_s) {
+            problems.push(format!(
+                "calls.transfer_timeout_s: {} is outside 1..=300",
+                self.calls.transfer_timeout_s
             ));
         }
         if self.limits.max_calls == 0 {

@@ -24,9 +24,10 @@ use voicegate_media::{MediaControl, MediaEvent, PlayoutEvent, SegmentId};
 use voicegate_sip::endpoint::{CallHandle, EndReason};
 
 use crate::Shared;
+use crate::bridge::BridgeRequest;
 use crate::call::{CallMedia, CallSignal};
 use crate::config::NumberFormat;
-use crate::records::{MediaSummary, TranscriptEntry};
+use crate::records::{MediaSummary, TranscriptEntry, TransferSummary};
 use crate::speech::{END_MARKER, Speaker};
 
 /// Which call a conversation runs on.
@@ -64,12 +65,7 @@ pub(crate) async fn converse(
         telephone_event,
         sdp_session_id,
     } = media;
-    let mut reoffer = Reoffer {
-        codec: sdp_codec,
-        telephone_event,
-        session_id: sdp_session_id,
-        version: 0,
-    };
+    let mut reoffer = Reoffer::new(sdp_codec, telephone_event, sdp_session_id);
     let control = media_handle.control();
     let mut sip_end: Option<EndReason> = None;
     let mut media_open = true;
@@ -91,6 +87,7 @@ pub(crate) async fn converse(
         stt,
         loaded: loaded_tx,
         refer: Default::default(),
+        bridge: Default::default(),
         speech_segments: Default::default(),
         dtmf: Default::default(),
         transfer: Default::default(),
@@ -104,6 +101,9 @@ pub(crate) async fn converse(
     let mut input_data = input_data;
     // A REFER in flight: where to, SIP codes seen, and its deadline.
     let mut referring: Option<Referral> = None;
+    // A bridged transfer's leg B: ringing, then answered and linked.
+    let mut dialing: Option<crate::bridge::Dialing> = None;
+    let mut bridged: Option<Box<crate::bridge::Bridged>> = None;
     // One session per agent the call meets: an agent-to-agent transfer ends
     // the current session (with its clean-up StopEvent) and opens the next
     // on the same call and media.
@@ -138,29 +138,35 @@ pub(crate) async fn converse(
             // A transfer waits for the ACK of our 2xx (the dialog must be
             // confirmed before we send requests in it).
             let ready = confirmed && host.refer.borrow().is_some();
-            if let Some((target, refer_to)) = ready.then(|| host.refer.take()).flatten() {
-                match shared.sip.refer(call, &refer_to).await {
+            if let Some(req) = ready.then(|| host.refer.take()).flatten() {
+                let r = Referral {
+                    target: req.label,
+                    dial: req.dial,
+                    codes: Vec::new(),
+                    deadline: tokio::time::Instant::now() + REFER_TIMEOUT,
+                };
+                match shared.sip.refer(call, &req.refer_to).await {
                     Ok(()) => {
-                        tracing::info!(%target, %refer_to, "transfer: REFER sent");
-                        referring = Some(Referral {
-                            target,
-                            codes: Vec::new(),
-                            deadline: tokio::time::Instant::now() + REFER_TIMEOUT,
-                        });
+                        tracing::info!(target = %r.target, refer_to = %req.refer_to, "transfer: REFER sent");
+                        referring = Some(r);
                     }
                     Err(e) => {
-                        let r = Referral {
-                            target,
-                            codes: Vec::new(),
-                            deadline: tokio::time::Instant::now(),
-                        };
-                        r.finish(
-                            shared,
-                            call,
-                            &mut session,
-                            Err(format!("REFER not sent: {e}")),
-                        );
+                        let fallback =
+                            r.finish(shared, record_id, call, Err(format!("REFER not sent: {e}")));
+                        host.bridge.replace(fallback);
                     }
+                }
+                continue;
+            }
+            // A bridged transfer: dial leg B while the session goes on.
+            if sip_end.is_none()
+                && dialing.is_none()
+                && bridged.is_none()
+                && let Some(req) = host.bridge.take()
+            {
+                match crate::bridge::dial(shared, record_id, req).await {
+                    Ok(d) => dialing = Some(d),
+                    Err(msg) => session.handle_transfer_failed(&msg, now()),
                 }
                 continue;
             }
@@ -185,13 +191,17 @@ pub(crate) async fn converse(
                             && let Some(done) = r.progress(&ev)
                         {
                             let r = referring.take().expect("checked");
-                            r.finish(shared, call, &mut session, done);
+                            host.bridge.replace(r.finish(shared, record_id, call, done));
                         }
                     }
                     Some(CallSignal::Ended(reason)) => {
                         tracing::debug!(reason = reason.label(), "SIP call over; final StopEvent to the handler");
                         sip_end = Some(reason);
                         host.transfer.take();
+                        host.bridge.take();
+                        if let Some(d) = dialing.take() {
+                            d.cancel(shared, record_id).await;
+                        }
                         session.handle_call_ended(now());
                     }
                     Some(CallSignal::HangUp) => {
@@ -202,13 +212,35 @@ pub(crate) async fn converse(
                     None => {
                         sip_end = Some(EndReason::TransportError);
                         host.transfer.take();
+                        host.bridge.take();
+                        if let Some(d) = dialing.take() {
+                            d.cancel(shared, record_id).await;
+                        }
                         session.handle_call_ended(now());
                     }
                 },
                 _ = sleep_until(deadline) => session.handle_timeout(now()),
                 _ = sleep_until(referring.as_ref().map(|r| r.deadline)), if referring.is_some() => {
                     let r = referring.take().expect("guarded");
-                    r.finish(shared, call, &mut session, Err("no final NOTIFY within 32 s".into()));
+                    host.bridge.replace(r.finish(shared, record_id, call, Err("no final NOTIFY within 32 s".into())));
+                }
+                dialled = next_dialled(&mut dialing, shared, record_id), if dialing.is_some() => {
+                    dialing = None;
+                    match dialled {
+                        crate::bridge::Dialled::Answered(b) => match b.link(shared, record_id, &control).await {
+                            Ok(b) => {
+                                // The agent leaves: its speech stops, and the
+                                // session ends with its final StopEvent.
+                                host.speaker.flush(true);
+                                host.stt = None;
+                                stt_open = false;
+                                bridged = Some(b);
+                                session.handle_call_ended(now());
+                            }
+                            Err(msg) => session.handle_transfer_failed(&msg, now()),
+                        },
+                        crate::bridge::Dialled::Failed(msg) => session.handle_transfer_failed(&msg, now()),
+                    }
                 }
                 Some(l) = loaded_rx.recv() => host.play_loaded(&mut session, l),
                 Some(id) = unspoken_rx.recv() => host.playback_done(&mut session, id, now()),
@@ -234,6 +266,9 @@ pub(crate) async fn converse(
                 },
             }
         }
+        if bridged.is_some() {
+            break;
+        }
         let Some((next, data)) = host.transfer.take() else {
             break;
         };
@@ -258,6 +293,25 @@ pub(crate) async fn converse(
         };
         // Audio the previous agent queued does not belong to the next one.
         let _ = control.clear();
+    }
+    // The session is over. A leg B still ringing is not wanted any more; an
+    // answered one now holds the call until either side hangs up.
+    if let Some(d) = dialing.take() {
+        d.cancel(shared, record_id).await;
+    }
+    if let Some(b) = bridged.take() {
+        if sip_end.is_none() {
+            let caller = crate::bridge::CallerLeg {
+                call,
+                signals: &mut *signals,
+                media: &control,
+                events: &mut media_events,
+                reoffer: &mut reoffer,
+            };
+            sip_end = Some(crate::bridge::relay(shared, record_id, caller, *b).await);
+        } else {
+            b.abandon(shared).await;
+        }
     }
     let stats = media_handle.stop().await;
     tracing::info!(
@@ -295,6 +349,8 @@ const REFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
 /// A transfer by REFER (RFC 3515) in flight.
 struct Referral {
     target: String,
+    /// What the bridge fallback dials (number or URI).
+    dial: String,
     /// SIP codes seen: the REFER's answer, then each NOTIFY's sipfrag status.
     codes: Vec<u16>,
     deadline: tokio::time::Instant,
@@ -337,33 +393,51 @@ impl Referral {
         }
     }
 
-    /// Success: our part of the call is over (BYE). Failure: the agent's
-    /// session is told with an ErrorEvent and goes on.
+    /// Success: our part of the call is over (BYE). Failure (refused,
+    /// failed or timed out): the bridge to dial instead, carrying the codes
+    /// seen and why the REFER failed.
     fn finish(
         self,
         shared: &Shared,
+        record_id: &str,
         call: CallHandle,
-        session: &mut Session,
         result: Result<(), String>,
-    ) {
+    ) -> Option<BridgeRequest> {
         match result {
             Ok(()) => {
                 tracing::info!(target = %self.target, codes = ?self.codes, "transfer succeeded: leaving the call");
-                metrics::counter!("voicegate_transfers_total", "result" => "ok").increment(1);
+                metrics::counter!("voicegate_transfers_total", "mode" => "refer", "result" => "ok")
+                    .increment(1);
+                shared.records.update(record_id, |r| {
+                    r.transfer = Some(TransferSummary {
+                        target: self.target.clone(),
+                        mode: "refer".into(),
+                        sip_codes: self.codes.clone(),
+                        result: "ok".into(),
+                        reason: None,
+                        bridge: None,
+                    })
+                });
                 hang_up(shared, call);
+                None
             }
             Err(why) => {
-                tracing::warn!(target = %self.target, codes = ?self.codes, %why, "transfer failed; the agent continues");
-                metrics::counter!("voicegate_transfers_total", "result" => "failed").increment(1);
-                let msg = format!("transfer to {} failed: {why}", self.target);
-                session.handle_transfer_failed(&msg, now());
+                tracing::warn!(target = %self.target, codes = ?self.codes, %why, "REFER failed: bridging the call instead");
+                metrics::counter!("voicegate_transfers_total", "mode" => "refer", "result" => "failed")
+                    .increment(1);
+                Some(BridgeRequest {
+                    label: self.target,
+                    to: self.dial,
+                    codes: self.codes,
+                    refer_failure: Some(why),
+                })
             }
         }
     }
 }
 
 /// Answers re-INVITEs of an established call.
-struct Reoffer {
+pub(crate) struct Reoffer {
     codec: voicegate_sdp::Codec,
     telephone_event: bool,
     session_id: u64,
@@ -371,12 +445,21 @@ struct Reoffer {
 }
 
 impl Reoffer {
+    pub(crate) fn new(codec: voicegate_sdp::Codec, telephone_event: bool, session_id: u64) -> Self {
+        Reoffer {
+            codec,
+            telephone_event,
+            session_id,
+            version: 0,
+        }
+    }
+
     /// Answers a re-INVITE's offer: same address, port and codec (the media
     /// session keeps its codec for the call), direction mirrored (RFC 3264
     /// 6.1: `sendonly` hold is answered `recvonly`), a new `o=` version (RFC
     /// 3264 8). A new peer address moves the media. No acceptable stream:
     /// 488, and the call goes on as before.
-    async fn answer(
+    pub(crate) async fn answer(
         &mut self,
         shared: &Shared,
         call: CallHandle,
@@ -428,6 +511,17 @@ impl Reoffer {
     }
 }
 
+async fn next_dialled(
+    dialing: &mut Option<crate::bridge::Dialing<'_>>,
+    shared: &Shared,
+    record_id: &str,
+) -> crate::bridge::Dialled {
+    match dialing {
+        Some(d) => d.outcome(shared, record_id).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_stt(
     stt: &mut Option<voicegate_speech::SttSession>,
 ) -> Option<Result<voicegate_speech::SttEvent, voicegate_speech::SpeechError>> {
@@ -444,7 +538,18 @@ const HOST_ITEM: u64 = 1 << 62;
 /// What to do once closing speech has been said.
 enum AfterClosing {
     HangUp,
-    Refer { label: String, refer_to: String },
+    Refer(ReferRequest),
+    Bridge(BridgeRequest),
+}
+
+/// A transfer by REFER, before it is sent.
+struct ReferRequest {
+    /// The number or URI as the agent gave it.
+    label: String,
+    /// The Refer-To URI.
+    refer_to: String,
+    /// What a bridge falls back to dialling (number or URI).
+    dial: String,
 }
 
 /// Audio for an AudioEvent, loaded.
@@ -463,8 +568,10 @@ struct Host<'a> {
     tts_ids: std::cell::RefCell<std::collections::HashSet<u64>>,
     /// The caller's speech recognition, when it could be started.
     stt: Option<voicegate_speech::SttSession>,
-    /// An external transfer to start: label for logs and the Refer-To URI.
-    refer: std::cell::RefCell<Option<(String, String)>>,
+    /// A transfer by REFER to start.
+    refer: std::cell::RefCell<Option<ReferRequest>>,
+    /// A bridged transfer to start (mode bridge, or a failed REFER).
+    bridge: std::cell::RefCell<Option<BridgeRequest>>,
     /// Closing speech being said, and what follows it.
     after_closing: std::cell::RefCell<Option<(u64, AfterClosing)>>,
     next_host_item: std::cell::Cell<u64>,
@@ -500,8 +607,11 @@ impl Host<'_> {
                 tracing::info!("closing speech said: hanging up");
                 hang_up(self.shared, self.call);
             }
-            Some(AfterClosing::Refer { label, refer_to }) => {
-                self.refer.replace(Some((label, refer_to)));
+            Some(AfterClosing::Refer(r)) => {
+                self.refer.replace(Some(r));
+            }
+            Some(AfterClosing::Bridge(b)) => {
+                self.bridge.replace(Some(b));
             }
             None => {}
         }
@@ -696,21 +806,29 @@ impl Host<'_> {
                         unreachable!("agent transfers are matched above")
                     }
                 };
-                if mode == Some(voicegate_engine::session::TransferMode::Bridge) {
-                    let msg = format!(
-                        "transfer to {label} failed: bridged transfers (mode \"bridge\") are not supported yet; use refer"
-                    );
-                    tracing::warn!("{msg}");
-                    session.handle_transfer_failed(&msg, t);
+                let then = if mode == Some(voicegate_engine::session::TransferMode::Bridge) {
+                    AfterClosing::Bridge(BridgeRequest {
+                        to: label.clone(),
+                        label,
+                        codes: Vec::new(),
+                        refer_failure: None,
+                    })
                 } else {
-                    match closing {
-                        Some(closing) => {
-                            self.say_closing(closing, AfterClosing::Refer { label, refer_to })
-                        }
-                        None => {
-                            self.refer.replace(Some((label, refer_to)));
-                        }
+                    AfterClosing::Refer(ReferRequest {
+                        dial: label.clone(),
+                        label,
+                        refer_to,
+                    })
+                };
+                match (closing, then) {
+                    (Some(closing), then) => self.say_closing(closing, then),
+                    (None, AfterClosing::Refer(r)) => {
+                        self.refer.replace(Some(r));
                     }
+                    (None, AfterClosing::Bridge(b)) => {
+                        self.bridge.replace(Some(b));
+                    }
+                    (None, AfterClosing::HangUp) => unreachable!("built above"),
                 }
             }
             Command::StartRecording { .. } | Command::StopRecording => {

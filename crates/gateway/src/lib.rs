@@ -21,6 +21,7 @@ pub mod trunks;
 pub mod webhook;
 
 mod api;
+mod bridge;
 mod call;
 mod conversation;
 mod http;

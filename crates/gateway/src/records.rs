@@ -73,6 +73,42 @@ pub struct MediaSummary {
     pub dtmf: String,
 }
 
+/// A transfer of the call to a phone number or SIP URI (REFER or bridge).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TransferSummary {
+    /// The number or URI the agent gave.
+    pub target: String,
+    /// How it was last tried: `refer` or `bridge` (a failed REFER falls
+    /// back to a bridge).
+    pub mode: String,
+    /// SIP statuses seen, in order: the REFER's answer and each NOTIFY's
+    /// sipfrag status, then the bridged INVITE's responses.
+    pub sip_codes: Vec<u16>,
+    /// `ok` or `failed`.
+    pub result: String,
+    /// Why it failed (what the agent's ErrorEvent said).
+    pub reason: Option<String>,
+    /// The bridged leg's figures, once the bridge ended.
+    pub bridge: Option<BridgeSummary>,
+}
+
+/// What went through a bridge (B2BUA) between the caller and the target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BridgeSummary {
+    /// The codec negotiated with the target.
+    pub codec: String,
+    /// 20 ms frames of the caller's audio played out to the target.
+    pub frames_to_target: u64,
+    /// 20 ms frames of the target's audio handed to the caller's leg.
+    pub frames_from_target: u64,
+    /// RTP packets received from the target.
+    pub target_rtp_received: u64,
+    /// RTP packets sent to the target.
+    pub target_rtp_sent: u64,
+    /// Who ended the bridge: `caller`, `target` or `error`.
+    pub ended_by: String,
+}
+
 /// Wall-clock instants (RFC 3339) of the call's milestones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Timings {
@@ -120,6 +156,8 @@ pub struct CallRecord {
     /// Provisional responses to our INVITE, in order (180, 183 with early
     /// media...), for outbound calls.
     pub progress: Vec<u16>,
+    /// The transfer to a number or URI, if the agent asked for one.
+    pub transfer: Option<TransferSummary>,
     /// The SIP endpoint's handle (for hang-up).
     #[serde(skip)]
     pub handle: Option<voicegate_sip::endpoint::CallHandle>,
@@ -158,6 +196,7 @@ impl CallRecord {
             input_data: Value::Object(Default::default()),
             media: None,
             progress: Vec::new(),
+            transfer: None,
             handle: None,
             created_at: Some(now),
             answered_at: None,

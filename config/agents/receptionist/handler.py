@@ -17,6 +17,7 @@ from primfunctions.context import Context
 from primfunctions.events import (
     ErrorEvent,
     Event,
+    STTUpdateSettingsEvent,
     StartEvent,
     StopEvent,
     TextEvent,
@@ -36,6 +37,9 @@ def number(context: Context, name: str, default: str) -> str:
 
 async def handler(event: Event, context: Context):
     if isinstance(event, StartEvent):
+        # Tell speech recognition which words matter here: a small model
+        # mishears "sales" on a phone line without it.
+        yield STTUpdateSettingsEvent(prompt="Sales, or a person, please. Goodbye.")
         yield TextToSpeechEvent(
             text="Thank you for calling. Would you like sales, or to speak with a person?",
             voice=VOICE,

@@ -109,9 +109,26 @@ pub fn install_model(src: &Path, dest: &Path) -> Result<(), SpeechError> {
 /// Whisper tiny.en as a [`SpeechToText`]. Cloning shares the loaded model.
 #[derive(Clone)]
 pub struct WhisperStt {
-    model: Arc<ct2rs::Whisper>,
+    model: Arc<Model>,
     defaults: SttSettings,
 }
+
+/// The CTranslate2 model, its tokenizer, and the feature extractor's mel filters.
+struct Model {
+    whisper: ct2rs::sys::Whisper,
+    tokenizer: ct2rs::tokenizers::hf::Tokenizer,
+    mel_filters: ndarray::Array2<f64>,
+}
+
+/// Whisper's feature extractor (the values of [`PREPROCESSOR_CONFIG`]).
+const N_FFT: usize = 400;
+const HOP: usize = 160;
+const N_MELS: usize = 80;
+const CHUNK_SAMPLES: usize = 480_000;
+const CHUNK_FRAMES: usize = 3000;
+/// Whisper's decoder context is 448 tokens; a prompt may use at most half
+/// of it (as OpenAI's and faster-whisper's `initial_prompt`).
+const MAX_PROMPT_TOKENS: usize = 223;
 
 impl std::fmt::Debug for WhisperStt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,32 +145,112 @@ impl WhisperStt {
             num_threads_per_replica: std::thread::available_parallelism().map_or(1, |n| n.get()),
             ..Default::default()
         };
-        let model = ct2rs::Whisper::new(&dir, config).map_err(|e| SpeechError::Unavailable {
+        let unavailable = |e: &dyn std::fmt::Display| SpeechError::Unavailable {
             engine: ENGINE,
             reason: format!("loading {}: {e}", dir.display()),
-        })?;
+        };
+        let whisper = ct2rs::sys::Whisper::new(&dir, config).map_err(|e| unavailable(&e))?;
+        let tokenizer = ct2rs::tokenizers::hf::Tokenizer::new(&dir).map_err(|e| unavailable(&e))?;
+        // Slaney-normalised mel filters, as Whisper's feature extractor.
+        let mel_filters = mel_spec::mel::mel(16_000.0, N_FFT, N_MELS, None, None, false, true);
         Ok(Self {
-            model: Arc::new(model),
+            model: Arc::new(Model {
+                whisper,
+                tokenizer,
+                mel_filters,
+            }),
             defaults,
         })
     }
 
     /// Transcribes 16 kHz PCM, blocking (runs the model).
     pub fn transcribe_blocking(&self, pcm: &[i16]) -> Result<String, SpeechError> {
+        self.transcribe_with_prompt(pcm, None)
+    }
+
+    /// Transcribes 16 kHz PCM with an optional prompt: text the decoder
+    /// takes as what was said before (Whisper's `initial_prompt`), which
+    /// biases it towards the prompt's words and spelling (names, the words
+    /// an agent listens for). Blocking.
+    pub fn transcribe_with_prompt(
+        &self,
+        pcm: &[i16],
+        prompt: Option<&str>,
+    ) -> Result<String, SpeechError> {
+        use ct2rs::Tokenizer as _;
+        let failed = |e: &dyn std::fmt::Display| SpeechError::Unavailable {
+            engine: ENGINE,
+            reason: format!("transcription failed: {e}"),
+        };
         let samples: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
+        let (mut features, chunks) = self.model.features(&samples);
+        if chunks == 0 {
+            return Ok(String::new());
+        }
+        let shape = [chunks, N_MELS, CHUNK_FRAMES];
+        let view = ct2rs::sys::StorageView::new(&shape, &mut features, Default::default())
+            .map_err(|e| failed(&e))?;
+        let mut tokens: Vec<String> = Vec::new();
+        if let Some(p) = prompt.map(str::trim).filter(|p| !p.is_empty()) {
+            // The inner Hugging Face tokenizer: no special tokens added.
+            let hf: &_ = &*self.model.tokenizer;
+            let encoded = hf.encode(format!(" {p}"), false).map_err(|e| failed(&e))?;
+            let t = encoded.get_tokens();
+            tokens.push("<|startofprev|>".into());
+            tokens.extend_from_slice(&t[t.len().saturating_sub(MAX_PROMPT_TOKENS)..]);
+        }
+        // tiny.en knows English only; the language token is still required.
+        for t in [
+            "<|startoftranscript|>",
+            "<|en|>",
+            "<|transcribe|>",
+            "<|notimestamps|>",
+        ] {
+            tokens.push(t.into());
+        }
         let options = ct2rs::WhisperOptions {
             beam_size: 1,
             ..Default::default()
         };
-        // tiny.en knows English only; the language token is required by the prompt.
-        let out = self
+        let results = self
             .model
-            .generate(&samples, Some("en"), false, &options)
-            .map_err(|e| SpeechError::Unavailable {
-                engine: ENGINE,
-                reason: format!("transcription failed: {e}"),
-            })?;
-        Ok(strip_special_tokens(&out.join(" ")))
+            .whisper
+            .generate(&view, &vec![tokens; chunks], &options)
+            .map_err(|e| failed(&e))?;
+        let mut text = Vec::with_capacity(results.len());
+        for r in results {
+            let Some(seq) = r.sequences.into_iter().next() else {
+                return Err(failed(&"no sequence"));
+            };
+            text.push(self.model.tokenizer.decode(seq).map_err(|e| failed(&e))?);
+        }
+        Ok(strip_special_tokens(&text.join(" ")))
+    }
+}
+
+impl Model {
+    /// Log-mel features of each 30 s chunk of `samples`, zero-padded, as one
+    /// `[chunks, 80, 3000]` array (what ct2rs's own `Whisper::generate`
+    /// computes), and the number of chunks.
+    fn features(&self, samples: &[f32]) -> (Vec<f32>, usize) {
+        let chunks = samples.len().div_ceil(CHUNK_SAMPLES);
+        let mut out = vec![0f32; chunks * N_MELS * CHUNK_FRAMES];
+        for (c, chunk) in samples.chunks(CHUNK_SAMPLES).enumerate() {
+            let mut stft = mel_spec::stft::Spectrogram::new(N_FFT, HOP);
+            let base = c * N_MELS * CHUNK_FRAMES;
+            for (i, frame) in chunk.chunks(HOP).enumerate().take(CHUNK_FRAMES) {
+                if let Some(fft) = stft.add(frame) {
+                    let mel = mel_spec::mel::norm_mel(&mel_spec::mel::log_mel_spectrogram(
+                        &fft,
+                        &self.mel_filters,
+                    ));
+                    for m in 0..N_MELS {
+                        out[base + m * CHUNK_FRAMES + i] = mel[[m, 0]] as f32;
+                    }
+                }
+            }
+        }
+        (out, chunks)
     }
 }
 
@@ -178,15 +275,18 @@ impl UtteranceTranscriber for WhisperStt {
     ) -> BoxFuture<'static, Result<String, SpeechError>> {
         warn_unsupported(settings);
         let this = self.clone();
+        let prompt = settings.prompt.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || this.transcribe_blocking(&pcm))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(SpeechError::Unavailable {
-                        engine: ENGINE,
-                        reason: e.to_string(),
-                    })
+            tokio::task::spawn_blocking(move || {
+                this.transcribe_with_prompt(&pcm, prompt.as_deref())
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(SpeechError::Unavailable {
+                    engine: ENGINE,
+                    reason: e.to_string(),
                 })
+            })
         })
     }
 }
@@ -214,9 +314,6 @@ fn warn_unsupported(s: &SttSettings) {
         && !(lang == "en" || lang.starts_with("en-"))
     {
         tracing::warn!(language = %lang, "embedded whisper tiny.en transcribes English only");
-    }
-    if s.prompt.is_some() {
-        tracing::debug!("embedded whisper ignores the STT prompt");
     }
 }
 

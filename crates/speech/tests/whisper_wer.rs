@@ -160,3 +160,35 @@ async fn say_then_transcribe_round_trip() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The STT prompt (STTUpdateSettingsEvent `prompt`) biases the decoder to
+/// the words an agent listens for: flite's "sales" over the phone path is
+/// misheard by tiny.en without it ("say, Alan", "say loans"), and heard with
+/// a prompt naming the choices. Each phrase must come out right with it.
+#[test]
+fn prompt_biases_recognition_towards_its_words() {
+    let Some(stt) = model() else { return };
+    let prompt = "Would you like sales, or to speak with a person?";
+    let mut unprompted_hits = 0;
+    let phrases = [
+        "I want to talk to sales.",
+        "Transfer me to sales.",
+        "Sales, please.",
+    ];
+    for phrase in phrases {
+        let pcm =
+            through_phone(&voicegate_speech::flite::synthesize_blocking(phrase, 1.0).unwrap());
+        let plain = stt.transcribe_blocking(&pcm).unwrap();
+        let prompted = stt.transcribe_with_prompt(&pcm, Some(prompt)).unwrap();
+        eprintln!("{phrase:?}: without prompt {plain:?}, with {prompted:?}");
+        unprompted_hits += usize::from(words(&plain).iter().any(|w| w == "sales"));
+        assert!(
+            words(&prompted).iter().any(|w| w == "sales"),
+            "{phrase:?} -> {prompted:?} with the prompt"
+        );
+    }
+    eprintln!(
+        "\"sales\" heard without the prompt: {unprompted_hits} of {}",
+        phrases.len()
+    );
+}

@@ -137,6 +137,13 @@ async fn agent_stop_event_ends_the_call_with_bye() {
             lasted > 1000,
             "BYE after {lasted} ms: speech not played first"
         );
+        // The closing speech is in the record's transcript, last.
+        assert_eq!(
+            r.transcript.last().map(|l| (l.role.as_str(), l.text.as_str())),
+            Some(("agent", "Goodbye.")),
+            "{:?}",
+            r.transcript
+        );
     }
     gw.stop().await;
 }

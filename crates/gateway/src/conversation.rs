@@ -81,6 +81,7 @@ pub(crate) async fn converse(
     let mut stt_open = stt.is_some();
     let mut host = Host {
         after_closing: Default::default(),
+        closing_lines: Default::default(),
         next_host_item: std::cell::Cell::new(HOST_ITEM | 1),
         speaker: Speaker::start(shared.tts.clone(), control.clone(), unspoken_tx),
         tts_ids: Default::default(),
@@ -574,6 +575,9 @@ struct Host<'a> {
     bridge: std::cell::RefCell<Option<BridgeRequest>>,
     /// Closing speech being said, and what follows it.
     after_closing: std::cell::RefCell<Option<(u64, AfterClosing)>>,
+    /// Closing speech said on the session's behalf (not in its transcript):
+    /// added to the call record's transcript after the session's lines.
+    closing_lines: std::cell::RefCell<Vec<String>>,
     next_host_item: std::cell::Cell<u64>,
     /// An accepted agent-to-agent transfer: the next agent and its input.
     transfer: std::cell::RefCell<Option<(String, serde_json::Value)>>,
@@ -622,6 +626,7 @@ impl Host<'_> {
         let id = self.next_host_item.get();
         self.next_host_item.set(id + 1);
         self.tts_ids.borrow_mut().insert(id);
+        self.closing_lines.borrow_mut().push(closing.text.clone());
         self.speaker.speak(id, false, closing);
         self.after_closing.replace(Some((id, then)));
     }
@@ -890,6 +895,13 @@ impl Host<'_> {
                                 Role::Agent => "agent".into(),
                             },
                             text: l.text,
+                        }));
+                    r.transcript
+                        .extend(self.closing_lines.take().into_iter().map(|text| {
+                            TranscriptEntry {
+                                role: "agent".into(),
+                                text,
+                            }
                         }));
                 });
                 return true;

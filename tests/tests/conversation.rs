@@ -165,3 +165,192 @@ async fn caller_speaks_and_the_echo_agent_answers_with_speech() {
     );
     gw.stop().await;
 }
+
+/// Places a PCMU call from a fresh UAC to `user` on the gateway; returns
+/// the UAC (to hang up), the call, our RTP socket and the gateway's RTP
+/// address.
+async fn pcmu_call(
+    gw: &voicegate::Gateway,
+    user: &str,
+) -> (
+    voicegate_sip::transport::SipHandle,
+    voicegate_sip::endpoint::CallHandle,
+    std::sync::Arc<UdpSocket>,
+    SocketAddr,
+) {
+    let (uac, mut events, _task) = spawn(TransportConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        endpoint: EndpointConfig {
+            advertised: "127.0.0.1:0".parse().unwrap(),
+            ..EndpointConfig::default()
+        },
+        seed: 7,
+    })
+    .await
+    .unwrap();
+    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let offer = voicegate_sdp::offer(&OfferParams::new(
+        "127.0.0.1".parse().unwrap(),
+        rtp.local_addr().unwrap().port(),
+        CodecPreference::from_names(["PCMU"]).unwrap(),
+    ));
+    let target = format!("sip:{user}@{}", gw.sip_addr());
+    let call = uac
+        .invite(
+            &target,
+            "sip:caller@127.0.0.1",
+            &target,
+            offer.to_string().into_bytes(),
+            Peer {
+                transport: TransportKind::Udp,
+                addr: gw.sip_addr(),
+                connection: None,
+            },
+        )
+        .await
+        .unwrap();
+    let answer = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Some(Event::CallAnswered { body, .. })) => break body,
+            Ok(Some(_)) => continue,
+            other => panic!("no answer: {other:?}"),
+        }
+    };
+    // Keep the UAC's events drained for the rest of the call.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let answer: SessionDescription = std::str::from_utf8(&answer).unwrap().parse().unwrap();
+    let remote = voicegate_sdp::process_answer(&offer, &answer)
+        .unwrap()
+        .remote_rtp;
+    (uac, call, std::sync::Arc::new(rtp), remote)
+}
+
+/// RMS of a 20 ms frame.
+fn rms(frame: &[i16]) -> f64 {
+    (frame.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / frame.len().max(1) as f64).sqrt()
+}
+
+/// Barge-in during a long reply that is still being synthesised sentence by
+/// sentence (tests/agents/long_reply): the reply stops, and stays stopped
+/// while the caller talks, until the next turn's answer. (Before the fix,
+/// the media layer's Interrupted events closed the item before the session
+/// heard of the onset, so the session never flushed the speaker and later
+/// sentences of the reply came back.) Latency is measured by
+/// tests/examples/turn_latency.rs, not bounded here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_silences_a_streamed_reply_until_the_next_turn() {
+    let mut cfg = test_config();
+    cfg.agents[0] = voicegate_tests::agent("long_reply", true, "");
+    let gw = start_gateway(cfg).await;
+    let (uac, call, rtp, remote) = pcmu_call(&gw, "long").await;
+    let t0 = tokio::time::Instant::now();
+    // (ms since t0, voiced) for every agent packet.
+    let agent = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, bool)>::new()));
+    let rx = rtp.clone();
+    let log = agent.clone();
+    let receiver = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = rx.recv(&mut buf).await {
+            if n > 12 && buf[1] & 0x7f == 0 {
+                let pcm: Vec<i16> = buf[12..n].iter().map(|&b| ulaw_to_linear(b)).collect();
+                let at = t0.elapsed().as_millis() as u64;
+                log.lock().unwrap().push((at, rms(&pcm) >= 100.0));
+            }
+        }
+    });
+    let tts = TtsService::from_config(&SpeechConfig::default()).unwrap();
+    let say = |text: &'static str| {
+        let tts = &tts;
+        async move {
+            let pcm = tts.speak(SpeakRequest::new(text)).collect().await.unwrap();
+            to_8k(&pcm)
+        }
+    };
+    let ask = say("Tell me about your opening hours.").await;
+    let interrupt = say("Wait, I have a question about my order from last week, please.").await;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut seq, mut ts) = (0u16, 0u32);
+    let mut send = async |frame: &[i16]| {
+        tick.tick().await;
+        let mut payload: Vec<u8> = frame.iter().map(|&s| linear_to_ulaw(s)).collect();
+        payload.resize(160, 0xff);
+        rtp.send_to(&rtp_packet(seq, ts, &payload), remote)
+            .await
+            .unwrap();
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(160);
+        t0.elapsed().as_millis() as u64
+    };
+    let silence = [0i16; 160];
+    // The greeting, then the question.
+    for _ in 0..100 {
+        send(&silence).await;
+    }
+    let mut asked_end = 0;
+    for frame in ask.chunks(160) {
+        let at = send(frame).await;
+        if rms(frame) >= 100.0 {
+            asked_end = at;
+        }
+    }
+    // Three rounds: wait (bounded) for the long reply to start and talk
+    // over it at once, while its later sentences are still being
+    // synthesised; each interruption is a new question, whose reply the
+    // next round interrupts.
+    let mut windows = Vec::new();
+    let mut spoke_until = asked_end;
+    for round in 0..3 {
+        let mut reply_started = None;
+        for _ in 0..750 {
+            send(&silence).await;
+            let started = agent
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, voiced)| *voiced && *at > spoke_until + 300)
+                .map(|(at, _)| *at);
+            if started.is_some() {
+                reply_started = started;
+                break;
+            }
+        }
+        let reply_started =
+            reply_started.unwrap_or_else(|| panic!("reply {round} did not start within 15 s"));
+        let (mut onset, mut speech_end) = (None, 0);
+        for frame in interrupt.chunks(160) {
+            let at = send(frame).await;
+            if rms(frame) >= 100.0 {
+                onset.get_or_insert(at);
+                speech_end = at;
+            }
+        }
+        let onset = onset.expect("voiced interruption");
+        spoke_until = speech_end;
+        windows.push((reply_started, onset, speech_end));
+    }
+    for _ in 0..25 {
+        send(&silence).await;
+    }
+    uac.hangup(call).await.unwrap();
+    receiver.abort();
+    let packets = agent.lock().unwrap().clone();
+    for (reply_started, onset, speech_end) in windows {
+        // From shortly after the onset (VAD onset and one tick) until the
+        // caller's phrase is over (+400 ms, before any answer to it can
+        // come: VAD hangover 500 ms, then speech recognition), the agent
+        // is silent.
+        let window = (onset + 300, speech_end + 400);
+        let voiced_in_window: Vec<u64> = packets
+            .iter()
+            .filter(|(at, voiced)| *voiced && *at >= window.0 && *at <= window.1)
+            .map(|(at, _)| *at)
+            .collect();
+        assert!(
+            voiced_in_window.is_empty(),
+            "reply from {reply_started} ms, barge-in at {onset} ms: agent audio at \
+             {voiced_in_window:?} ms, inside {window:?}"
+        );
+    }
+    assert!(gw.wait_idle(Duration::from_secs(15)).await);
+    gw.stop().await;
+}

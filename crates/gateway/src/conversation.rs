@@ -663,6 +663,14 @@ impl Host<'_> {
             }
             MediaEvent::BargeIn { at } => {
                 tracing::debug!(at_ms = at.as_millis() as u64, "barge-in: playout flushed");
+                // The media layer reports the flush (and the Interrupted
+                // segments after it) before SpeechStart. Tell the session
+                // now, while its item still counts as playing: it barges in,
+                // cancelling the turn and flushing the speech still being
+                // synthesised. Were it told only at SpeechStart, the
+                // Interrupted events would have closed the item first, and
+                // the rest of a streamed reply would play on.
+                session.handle_speech_started(t);
             }
             // Speech recognition arrives with the speech pipeline.
             MediaEvent::SpeechFrame { pcm, .. } => {

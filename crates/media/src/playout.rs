@@ -103,7 +103,15 @@ pub struct Playout {
     background: Option<Background>,
     queued_samples: usize,
     noise_state: u32,
+    /// Ids of the segments most recently dropped by `flush`, oldest
+    /// overwritten first: later pieces of a streamed segment with one of
+    /// these ids are dropped on arrival (see [`Playout::enqueue`]).
+    cut: [Option<SegmentId>; CUT_IDS],
+    cut_next: usize,
 }
+
+/// How many cut segment ids [`Playout`] remembers.
+const CUT_IDS: usize = 8;
 
 impl Playout {
     /// An empty queue.
@@ -122,6 +130,8 @@ impl Playout {
             background: None,
             queued_samples: 0,
             noise_state: 0x9E37_79B9,
+            cut: [None; CUT_IDS],
+            cut_next: 0,
         })
     }
 
@@ -142,7 +152,22 @@ impl Playout {
     }
 
     /// Queues a segment; a full queue hands it back.
+    ///
+    /// A piece of a segment that barge-in (`flush`) already cut is dropped
+    /// on arrival and reported `Interrupted` with nothing played: speech is
+    /// streamed into playout piece by piece under one id while it is being
+    /// synthesised, and a piece its producer sent before it learnt of the
+    /// flush must not bring the cut reply back.
     pub fn enqueue(&mut self, segment: Segment) -> Result<(), Segment> {
+        if self.cut.contains(&Some(segment.id)) {
+            let ev = PlayoutEvent::Interrupted {
+                id: segment.id,
+                played_ms: 0,
+                total_ms: self.ms(segment.pcm.len()),
+            };
+            self.push_event(ev);
+            return Ok(());
+        }
         if self.queue.len() == self.cfg.max_segments {
             return Err(segment);
         }
@@ -169,17 +194,21 @@ impl Playout {
 
     /// Barge-in: drops every interruptible segment, the one playing included. The
     /// next frame is already free of it. Returns the number of segments dropped;
-    /// each is reported as [`PlayoutEvent::Interrupted`].
+    /// each is reported as [`PlayoutEvent::Interrupted`], and its id is
+    /// remembered so that later pieces of it are dropped too.
     pub fn flush(&mut self) -> usize {
-        self.drop_where(|s| s.interruptible)
+        self.drop_where(|s| s.interruptible, true)
     }
 
-    /// Drops every segment, interruptible or not.
+    /// Drops every segment, interruptible or not, and forgets the segments
+    /// barge-in cut: a clear starts playout over (a new agent's session may
+    /// number its segments from 1 again).
     pub fn clear(&mut self) -> usize {
-        self.drop_where(|_| true)
+        self.cut = [None; CUT_IDS];
+        self.drop_where(|_| true, false)
     }
 
-    fn drop_where(&mut self, pred: impl Fn(&Segment) -> bool) -> usize {
+    fn drop_where(&mut self, pred: impl Fn(&Segment) -> bool, remember: bool) -> usize {
         let mut dropped = 0;
         let mut i = 0;
         while i < self.queue.len() {
@@ -194,6 +223,10 @@ impl Playout {
                     self.queued_samples -= seg.pcm.len();
                     if i == 0 {
                         self.pos = 0;
+                    }
+                    if remember && !self.cut.contains(&Some(seg.id)) {
+                        self.cut[self.cut_next] = Some(seg.id);
+                        self.cut_next = (self.cut_next + 1) % CUT_IDS;
                     }
                     self.push_event(ev);
                     dropped += 1;
@@ -302,6 +335,36 @@ mod tests {
 
     fn events(p: &mut Playout) -> Vec<PlayoutEvent> {
         std::iter::from_fn(|| p.poll_event()).collect()
+    }
+
+    #[test]
+    fn pieces_of_a_segment_cut_by_barge_in_are_dropped_until_a_clear() {
+        let mut p = playout();
+        let mut f = [0i16; 160];
+        p.enqueue(seg(5, true, 480, 100)).unwrap();
+        p.next_frame(&mut f);
+        assert_eq!(p.flush(), 1);
+        events(&mut p);
+        // A later piece of the cut segment (its producer had not heard of
+        // the flush yet) does not bring it back.
+        p.enqueue(seg(5, true, 480, 100)).unwrap();
+        assert!(!p.is_active());
+        assert_eq!(
+            events(&mut p),
+            vec![PlayoutEvent::Interrupted {
+                id: SegmentId(5),
+                played_ms: 0,
+                total_ms: 60
+            }]
+        );
+        // Other segments play.
+        p.enqueue(seg(6, true, 160, 100)).unwrap();
+        assert!(p.is_active());
+        // A clear starts over: the id may be used again.
+        p.clear();
+        events(&mut p);
+        p.enqueue(seg(5, false, 160, 100)).unwrap();
+        assert!(p.is_active());
     }
 
     #[test]

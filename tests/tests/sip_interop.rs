@@ -139,7 +139,9 @@ async fn agent_stop_event_ends_the_call_with_bye() {
         );
         // The closing speech is in the record's transcript, last.
         assert_eq!(
-            r.transcript.last().map(|l| (l.role.as_str(), l.text.as_str())),
+            r.transcript
+                .last()
+                .map(|l| (l.role.as_str(), l.text.as_str())),
             Some(("agent", "Goodbye.")),
             "{:?}",
             r.transcript

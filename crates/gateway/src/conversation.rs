@@ -606,18 +606,29 @@ impl Host<'_> {
         if !matches {
             return;
         }
-        match self.after_closing.take().map(|(_, a)| a) {
-            Some(AfterClosing::HangUp) => {
-                tracing::info!("closing speech said: hanging up");
-                hang_up(self.shared, self.call);
-            }
-            Some(AfterClosing::Refer(r)) => {
+        if let Some((_, then)) = self.after_closing.take() {
+            self.carry_out(then);
+        }
+    }
+
+    /// Hangs up or starts the transfer (the loop sends it).
+    fn carry_out(&self, then: AfterClosing) {
+        match then {
+            AfterClosing::HangUp => hang_up(self.shared, self.call),
+            AfterClosing::Refer(r) => {
                 self.refer.replace(Some(r));
             }
-            Some(AfterClosing::Bridge(b)) => {
+            AfterClosing::Bridge(b) => {
                 self.bridge.replace(Some(b));
             }
-            None => {}
+        }
+    }
+
+    /// Says `closing` (not interruptible) first, if any, then does `then`.
+    fn close_then(&self, closing: Option<Speech>, then: AfterClosing) {
+        match closing {
+            Some(closing) => self.say_closing(closing, then),
+            None => self.carry_out(then),
         }
     }
 
@@ -786,10 +797,7 @@ impl Host<'_> {
             }
             Command::HangUp { closing, .. } => {
                 tracing::info!("agent hangs up");
-                match closing {
-                    Some(closing) => self.say_closing(closing, AfterClosing::HangUp),
-                    None => hang_up(self.shared, self.call),
-                }
+                self.close_then(closing, AfterClosing::HangUp);
             }
             Command::Transfer {
                 target: TransferTarget::Agent { agent_id, data, .. },
@@ -833,16 +841,7 @@ impl Host<'_> {
                         refer_to,
                     })
                 };
-                match (closing, then) {
-                    (Some(closing), then) => self.say_closing(closing, then),
-                    (None, AfterClosing::Refer(r)) => {
-                        self.refer.replace(Some(r));
-                    }
-                    (None, AfterClosing::Bridge(b)) => {
-                        self.bridge.replace(Some(b));
-                    }
-                    (None, AfterClosing::HangUp) => unreachable!("built above"),
-                }
+                self.close_then(closing, then);
             }
             Command::StartRecording { .. } | Command::StopRecording => {
                 tracing::warn!("recording events not supported yet by the gateway; ignored")

@@ -38,9 +38,8 @@ use tokio::time::{Interval, MissedTickBehavior};
 use voicegate_media::g711::{self, Law};
 use voicegate_media::resample::resample_all;
 use voicegate_media::rtp::{MAX_DATAGRAM, RtpSender, SeededRng};
-use voicegate_sdp::{CodecPreference, OfferParams, SessionDescription};
-use voicegate_sip::endpoint::{CallHandle, EndpointConfig, Event, Peer, TransportKind};
-use voicegate_sip::transport::{SipHandle, TransportConfig, spawn};
+use voicegate_sip::endpoint::{CallHandle, Event};
+use voicegate_sip::transport::SipHandle;
 use voicegate_speech::audio::rms;
 use voicegate_speech::{SpeakRequest, SpeechConfig, TtsService};
 use voicegate_tests::{agent, start_gateway, test_config};
@@ -210,45 +209,13 @@ struct Call {
 
 impl Call {
     async fn dial(gateway: SocketAddr, user: &str) -> anyhow::Result<Call> {
-        let (sip, mut events, _task) = spawn(TransportConfig {
-            bind: "127.0.0.1:0".parse()?,
-            endpoint: EndpointConfig {
-                advertised: "127.0.0.1:0".parse()?,
-                ..EndpointConfig::default()
-            },
-            seed: 0x7475_726e,
-        })
-        .await?;
-        let rtp = UdpSocket::bind("127.0.0.1:0").await?;
-        let offer = voicegate_sdp::offer(&OfferParams::new(
-            "127.0.0.1".parse()?,
-            rtp.local_addr()?.port(),
-            CodecPreference::from_names(["PCMU"])?,
-        ));
-        let target = format!("sip:{user}@{gateway}");
-        let handle = sip
-            .invite(
-                &target,
-                "sip:bench@127.0.0.1",
-                &target,
-                offer.to_string().into_bytes(),
-                Peer {
-                    transport: TransportKind::Udp,
-                    addr: gateway,
-                    connection: None,
-                },
-            )
-            .await?;
-        let answer = loop {
-            match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
-                Ok(Some(Event::CallAnswered { body, .. })) => break body,
-                Ok(Some(Event::CallEnded { reason, .. })) => bail!("call failed: {reason:?}"),
-                Ok(Some(_)) => continue,
-                other => bail!("no answer: {other:?}"),
-            }
-        };
-        let answer: SessionDescription = std::str::from_utf8(&answer)?.parse()?;
-        let remote = voicegate_sdp::process_answer(&offer, &answer)?.remote_rtp;
+        let voicegate_tests::PcmuCall {
+            sip,
+            events,
+            handle,
+            rtp,
+            remote,
+        } = voicegate_tests::PcmuCall::dial(gateway, user, "bench").await?;
         let mut tick = tokio::time::interval(PTIME);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         Ok(Call {

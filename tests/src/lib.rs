@@ -161,12 +161,7 @@ pub async fn run_sipp_on(
     args: &[&str],
     timeout: Duration,
 ) -> anyhow::Result<SippRun> {
-    let dir = std::env::temp_dir().join(format!(
-        "voicegate-sipp-{}-{}",
-        std::process::id(),
-        free_udp_port()
-    ));
-    std::fs::create_dir_all(&dir)?;
+    let dir = scratch_dir("sipp");
     let screen_file = dir.join("screen.txt");
     let port = port.to_string();
     let mut cmd = tokio::process::Command::new("sipp");
@@ -276,6 +271,98 @@ pub fn transferrer_config(trunk_port: u16, mode: Option<&str>) -> Config {
     );
     cfg.trunks.push(carrier_trunk(trunk_port));
     cfg
+}
+
+/// A call placed to the gateway by a plain UAC (voicegate-sip) offering
+/// PCMU only, answered; its RTP goes through `rtp`.
+pub struct PcmuCall {
+    /// The UAC (to hang up).
+    pub sip: voicegate_sip::transport::SipHandle,
+    /// The UAC's events after the answer.
+    pub events: tokio::sync::mpsc::Receiver<voicegate_sip::endpoint::Event>,
+    /// The call.
+    pub handle: voicegate_sip::endpoint::CallHandle,
+    /// Our RTP socket (127.0.0.1).
+    pub rtp: tokio::net::UdpSocket,
+    /// The gateway's RTP address from its answer.
+    pub remote: SocketAddr,
+}
+
+impl PcmuCall {
+    /// Calls `sip:{user}@{gateway}` from `sip:{from}@127.0.0.1`; waits (10 s
+    /// at most) for the answer.
+    pub async fn dial(gateway: SocketAddr, user: &str, from: &str) -> anyhow::Result<Self> {
+        use voicegate_sip::endpoint::{EndpointConfig, Event, Peer, TransportKind};
+        let (sip, mut events, _task) =
+            voicegate_sip::transport::spawn(voicegate_sip::transport::TransportConfig {
+                bind: "127.0.0.1:0".parse()?,
+                endpoint: EndpointConfig {
+                    advertised: "127.0.0.1:0".parse()?,
+                    ..EndpointConfig::default()
+                },
+                seed: u64::from(std::process::id()),
+            })
+            .await?;
+        let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let offer = voicegate_sdp::offer(&voicegate_sdp::OfferParams::new(
+            "127.0.0.1".parse()?,
+            rtp.local_addr()?.port(),
+            voicegate_sdp::CodecPreference::from_names(["PCMU"])?,
+        ));
+        let target = format!("sip:{user}@{gateway}");
+        let handle = sip
+            .invite(
+                &target,
+                &format!("sip:{from}@127.0.0.1"),
+                &target,
+                offer.to_string().into_bytes(),
+                Peer {
+                    transport: TransportKind::Udp,
+                    addr: gateway,
+                    connection: None,
+                },
+            )
+            .await?;
+        let answer = loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+                Ok(Some(Event::CallAnswered { body, .. })) => break body,
+                Ok(Some(Event::CallEnded { reason, .. })) => bail!("call failed: {reason:?}"),
+                Ok(Some(_)) => continue,
+                other => bail!("no answer: {other:?}"),
+            }
+        };
+        let answer: voicegate_sdp::SessionDescription = std::str::from_utf8(&answer)?.parse()?;
+        let remote = voicegate_sdp::process_answer(&offer, &answer)?.remote_rtp;
+        Ok(Self {
+            sip,
+            events,
+            handle,
+            rtp,
+            remote,
+        })
+    }
+}
+
+/// Waits until the gateway is idle and returns its one call record.
+pub async fn only_record(gw: &Gateway) -> voicegate::records::CallRecord {
+    assert!(
+        gw.wait_idle(Duration::from_secs(10)).await,
+        "call still live"
+    );
+    let mut records = gw.call_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    records.remove(0)
+}
+
+/// A new empty directory for one test's files, under the system's temp dir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "voicegate-{name}-{}-{}",
+        std::process::id(),
+        free_udp_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
 
 #[cfg(test)]

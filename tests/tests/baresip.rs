@@ -34,11 +34,7 @@ async fn baresip_talks_to_the_echo_agent_and_hears_its_words_back() {
         return;
     }
     let started = Instant::now();
-    let dir = std::env::temp_dir().join(format!(
-        "voicegate-baresip-{}-{}",
-        std::process::id(),
-        free_udp_port()
-    ));
+    let dir = voicegate_tests::scratch_dir("baresip");
     let rec = dir.join("rec");
     std::fs::create_dir_all(&rec).unwrap();
 
@@ -72,13 +68,7 @@ async fn baresip_talks_to_the_echo_agent_and_hears_its_words_back() {
         "baresip did not exit cleanly within {limit:?} ({status:?}):\n{log}"
     );
 
-    assert!(
-        gw.wait_idle(Duration::from_secs(10)).await,
-        "call still live"
-    );
-    let records = gw.call_records();
-    assert_eq!(records.len(), 1, "{records:?}");
-    let r = &records[0];
+    let r = &voicegate_tests::only_record(&gw).await;
     assert_eq!(r.state, CallState::Ended);
     assert_eq!(
         r.outcome.as_ref().map(|o| o.label.as_str()),

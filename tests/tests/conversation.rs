@@ -3,14 +3,9 @@
 //! synthesised with flite, and what the agent says back is transcribed with
 //! Whisper: the greeting, then "You said: ..." with the caller's words.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use voicegate_media::g711::{linear_to_ulaw, ulaw_to_linear};
-use voicegate_sdp::{CodecPreference, OfferParams, SessionDescription};
-use voicegate_sip::endpoint::{EndpointConfig, Event, Peer, TransportKind};
-use voicegate_sip::transport::{TransportConfig, spawn};
 use voicegate_speech::{SpeakRequest, SpeechConfig, TtsService};
 use voicegate_tests::{start_gateway, test_config};
 
@@ -41,49 +36,15 @@ async fn caller_speaks_and_the_echo_agent_answers_with_speech() {
     let gw = start_gateway(test_config()).await;
 
     // The caller's signalling and media.
-    let (uac, mut events, _task) = spawn(TransportConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        endpoint: EndpointConfig {
-            advertised: "127.0.0.1:0".parse().unwrap(),
-            ..EndpointConfig::default()
-        },
-        seed: 99,
-    })
-    .await
-    .unwrap();
-    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let rtp_port = rtp.local_addr().unwrap().port();
-    let codecs = CodecPreference::from_names(["PCMU"]).unwrap();
-    let offer = voicegate_sdp::offer(&OfferParams::new(
-        "127.0.0.1".parse().unwrap(),
-        rtp_port,
-        codecs,
-    ));
-    let target = format!("sip:echo@{}", gw.sip_addr());
-    let call = uac
-        .invite(
-            &target,
-            "sip:caller@127.0.0.1",
-            &target,
-            offer.to_string().into_bytes(),
-            Peer {
-                transport: TransportKind::Udp,
-                addr: gw.sip_addr(),
-                connection: None,
-            },
-        )
+    let voicegate_tests::PcmuCall {
+        sip: uac,
+        handle: call,
+        rtp,
+        remote,
+        ..
+    } = voicegate_tests::PcmuCall::dial(gw.sip_addr(), "echo", "caller")
         .await
         .unwrap();
-    let answer = loop {
-        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
-            Ok(Some(Event::CallAnswered { body, .. })) => break body,
-            Ok(Some(_)) => continue,
-            other => panic!("no answer: {other:?}"),
-        }
-    };
-    let answer: SessionDescription = std::str::from_utf8(&answer).unwrap().parse().unwrap();
-    let negotiated = voicegate_sdp::process_answer(&offer, &answer).unwrap();
-    let remote: SocketAddr = negotiated.remote_rtp;
 
     // Everything the gateway sends, decoded to 8 kHz PCM.
     let rtp = std::sync::Arc::new(rtp);
@@ -166,65 +127,6 @@ async fn caller_speaks_and_the_echo_agent_answers_with_speech() {
     gw.stop().await;
 }
 
-/// Places a PCMU call from a fresh UAC to `user` on the gateway; returns
-/// the UAC (to hang up), the call, our RTP socket and the gateway's RTP
-/// address.
-async fn pcmu_call(
-    gw: &voicegate::Gateway,
-    user: &str,
-) -> (
-    voicegate_sip::transport::SipHandle,
-    voicegate_sip::endpoint::CallHandle,
-    std::sync::Arc<UdpSocket>,
-    SocketAddr,
-) {
-    let (uac, mut events, _task) = spawn(TransportConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        endpoint: EndpointConfig {
-            advertised: "127.0.0.1:0".parse().unwrap(),
-            ..EndpointConfig::default()
-        },
-        seed: 7,
-    })
-    .await
-    .unwrap();
-    let rtp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let offer = voicegate_sdp::offer(&OfferParams::new(
-        "127.0.0.1".parse().unwrap(),
-        rtp.local_addr().unwrap().port(),
-        CodecPreference::from_names(["PCMU"]).unwrap(),
-    ));
-    let target = format!("sip:{user}@{}", gw.sip_addr());
-    let call = uac
-        .invite(
-            &target,
-            "sip:caller@127.0.0.1",
-            &target,
-            offer.to_string().into_bytes(),
-            Peer {
-                transport: TransportKind::Udp,
-                addr: gw.sip_addr(),
-                connection: None,
-            },
-        )
-        .await
-        .unwrap();
-    let answer = loop {
-        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
-            Ok(Some(Event::CallAnswered { body, .. })) => break body,
-            Ok(Some(_)) => continue,
-            other => panic!("no answer: {other:?}"),
-        }
-    };
-    // Keep the UAC's events drained for the rest of the call.
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let answer: SessionDescription = std::str::from_utf8(&answer).unwrap().parse().unwrap();
-    let remote = voicegate_sdp::process_answer(&offer, &answer)
-        .unwrap()
-        .remote_rtp;
-    (uac, call, std::sync::Arc::new(rtp), remote)
-}
-
 /// RMS of a 20 ms frame.
 fn rms(frame: &[i16]) -> f64 {
     (frame.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / frame.len().max(1) as f64).sqrt()
@@ -242,7 +144,18 @@ async fn barge_in_silences_a_streamed_reply_until_the_next_turn() {
     let mut cfg = test_config();
     cfg.agents[0] = voicegate_tests::agent("long_reply", true, "");
     let gw = start_gateway(cfg).await;
-    let (uac, call, rtp, remote) = pcmu_call(&gw, "long").await;
+    let voicegate_tests::PcmuCall {
+        sip: uac,
+        handle: call,
+        rtp,
+        remote,
+        mut events,
+    } = voicegate_tests::PcmuCall::dial(gw.sip_addr(), "long", "caller")
+        .await
+        .unwrap();
+    // Keep the UAC's events drained for the rest of the call.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let rtp = std::sync::Arc::new(rtp);
     let t0 = tokio::time::Instant::now();
     // (ms since t0, voiced) for every agent packet.
     let agent = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u64, bool)>::new()));

@@ -52,12 +52,7 @@ async fn sipp_asks_the_receptionist_for_sales_in_speech_and_is_referred() {
         return;
     }
     let started = Instant::now();
-    let dir = std::env::temp_dir().join(format!(
-        "voicegate-receptionist-{}-{}",
-        std::process::id(),
-        free_udp_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = voicegate_tests::scratch_dir("receptionist");
     let speech = flite_cli(&dir, VOICE, STRETCH, PHRASE);
     let pcap = dir.join("speech.pcap");
     write_pcap(&pcap, &speech);
@@ -89,13 +84,7 @@ async fn sipp_asks_the_receptionist_for_sales_in_speech_and_is_referred() {
     )
     .await
     .expect("sipp runs");
-    assert!(
-        gw.wait_idle(Duration::from_secs(10)).await,
-        "call still live"
-    );
-    let records = gw.call_records();
-    assert_eq!(records.len(), 1, "{records:?}");
-    let r = &records[0];
+    let r = &voicegate_tests::only_record(&gw).await;
     println!("transcript: {:?}", r.transcript);
     assert_eq!(
         (run.exit_code, run.successful),
